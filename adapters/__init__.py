@@ -1,0 +1,1 @@
+"""Tongban adapters package."""

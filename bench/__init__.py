@@ -1,0 +1,1 @@
+"""Tongban benchmarks: `make bench` runs every `bench/bench_*.py` module's `main()`."""

@@ -1,0 +1,59 @@
+"""The gate every `tongban.v1` call passes: who is calling, and may it call this RPC.
+
+Refused calls are audited (who tried what, and why it was refused) before the refusal
+is answered; nothing else is written for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from exchange.audit import AuditTrail
+from exchange.auth.identity import CallerResolver, current_caller, set_current_caller
+from exchange.auth.policy import AccessPolicy, Caller, Grant
+from exchange.errors import PermissionDenied, Unauthenticated
+
+UNIDENTIFIED = Caller(organization="?", system="unidentified")
+
+
+class Gate:
+    """Admits a call: identifies the caller and checks the RPC against the policy."""
+
+    def __init__(self, resolver: CallerResolver, policy: AccessPolicy, audit: AuditTrail) -> None:
+        self.resolver = resolver
+        self.policy = policy
+        self.audit = audit
+
+    async def admit(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Grant:
+        """Set the current caller and return its grant.
+
+        Raises `Unauthenticated` or `PermissionDenied` (after auditing the refusal).
+        """
+        service, _, name = method.partition("/")
+        try:
+            caller = self.resolver.resolve(
+                context.auth_context() or {}, tuple(context.invocation_metadata() or ())
+            )
+        except Unauthenticated as exc:
+            refusal = self.audit.entry(
+                UNIDENTIFIED, "AUTHENTICATE", "REFUSED", rpc=method, why=exc.message
+            )
+            await self.audit.record(refusal)
+            raise
+        set_current_caller(caller)
+        try:
+            return self.policy.check_rpc(caller, service, name)
+        except PermissionDenied as exc:
+            await self.record_denial(method, exc)
+            raise
+
+    async def record_denial(self, method: str, denial: PermissionDenied) -> None:
+        """Put a refusal in the audit trail (once). Raises `StoreError`."""
+        if denial.audited:
+            return
+        await self.audit.record(
+            self.audit.entry(current_caller(), "CALL", "DENIED", rpc=method, why=denial.message)
+        )
+        denial.audited = True

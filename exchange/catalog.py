@@ -1,0 +1,214 @@
+"""The adapters a hub node consults: configured ones plus run-time registrations.
+
+Registrations persist in the store, so they survive a restart and every node on the
+same database sees them (`refresh()` picks up what other nodes changed). An adapter
+that promised heartbeats and missed its window is marked down, never deleted: the
+router reports it without calling it until the next heartbeat.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from adapters.base import Adapter
+from adapters.factory import build_adapter, build_from_spec, spec_from_settings
+from certstore.registrations import (
+    ORIGIN_CONFIG,
+    ORIGIN_REGISTERED,
+    Registration,
+    RegistrationRepository,
+)
+from exchange.errors import FailedPrecondition, InvalidRequest, TongbanError
+from exchange.settings import AdapterSettings, Settings
+
+log = structlog.get_logger("tongban.catalog")
+
+# A heartbeat may come this many intervals late before the adapter is marked down.
+HEARTBEAT_GRACE = 1.5
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AdapterCatalog:
+    """The live adapters of this node, in a stable order: configured, then registered."""
+
+    def __init__(self, settings: Settings, registrations: RegistrationRepository) -> None:
+        self._settings = settings
+        self._registrations = registrations
+        self._configured: dict[str, Adapter] = {}
+        self._registered: dict[str, Adapter] = {}
+        self._known: dict[str, Registration] = {}
+        # Registrations change in worker threads while lookups read on the event loop.
+        self._lock = threading.Lock()
+
+    @property
+    def adapters(self) -> list[Adapter]:
+        with self._lock:
+            return [*self._configured.values(), *self._registered.values()]
+
+    def origin(self, adapter_id: str) -> str:
+        return ORIGIN_CONFIG if adapter_id in self._configured else ORIGIN_REGISTERED
+
+    def registration(self, adapter_id: str) -> Registration | None:
+        return self._known.get(adapter_id)
+
+    def load(self, configured: list[Adapter] | None = None) -> None:
+        """Build the configured adapters (or take `configured`) and the stored ones.
+
+        Raises `ConfigError` when a configured adapter cannot be built.
+        """
+        if configured is None:
+            configured = [
+                build_adapter(adapter, f"adapters[{i}]")
+                for i, adapter in enumerate(self._settings.adapters)
+            ]
+        self._configured = {a.adapter_id: a for a in configured}
+        declared = {a.id: a for a in self._settings.adapters}
+        self._registrations.sync_config(
+            [
+                _declaration(declared[a.adapter_id])
+                if a.adapter_id in declared
+                else {"id": a.adapter_id, "kind": a.spec.kind}
+                for a in configured
+            ],
+            _utcnow(),
+        )
+        self.refresh()
+
+    def refresh(self) -> list[Adapter]:
+        """Bring run-time registrations in line with the store; returns adapters to close."""
+        stored = {r.adapter_id: r for r in self._registrations.list()}
+        with self._lock:
+            return self._apply(stored)
+
+    def _apply(self, stored: dict[str, Registration]) -> list[Adapter]:
+        retired: list[Adapter] = []
+        for adapter_id in list(self._registered):
+            if adapter_id not in stored:
+                retired.append(self._registered.pop(adapter_id))
+        for adapter_id, registration in stored.items():
+            if registration.origin != ORIGIN_REGISTERED:
+                continue
+            previous = self._known.get(adapter_id)
+            if adapter_id in self._registered and previous is not None:
+                if previous.updated_at == registration.updated_at:
+                    continue
+                retired.append(self._registered.pop(adapter_id))
+            try:
+                self._registered[adapter_id] = self._build(registration.declaration)
+            except TongbanError as exc:
+                log.error("stored adapter cannot be built", adapter=adapter_id, error=exc.message)
+        self._known = stored
+        return retired
+
+    def _build(self, declaration: Mapping[str, Any]) -> Adapter:
+        """Validate a declaration and build its adapter. Raises `InvalidRequest`."""
+        try:
+            settings = AdapterSettings.model_validate(declaration)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InvalidRequest(
+                _request_field(first["loc"]), first["msg"].removeprefix("Value error, ")
+            ) from exc
+        for position, binding in enumerate(settings.serves):
+            if binding.record_type not in self._settings.record_types:
+                raise InvalidRequest(
+                    f"spec.serves[{position}].record_type",
+                    f"record type {binding.record_type!r} is not declared by this hub",
+                )
+        return build_from_spec(spec_from_settings(settings))
+
+    def register(self, declaration: Mapping[str, Any]) -> tuple[Adapter, list[Adapter]]:
+        """Register or replace a run-time adapter; returns it and the adapters to close.
+
+        Raises `InvalidRequest` for an invalid declaration, `FailedPrecondition` when
+        the id belongs to a configured adapter, and `StoreError`.
+        """
+        adapter = self._build(declaration)
+        if adapter.adapter_id in self._configured:
+            raise FailedPrecondition(
+                f"adapter {adapter.adapter_id!r} is declared in the hub's configuration; "
+                "change it there"
+            )
+        registration = self._registrations.put(
+            adapter.adapter_id, declaration, ORIGIN_REGISTERED, _utcnow()
+        )
+        with self._lock:
+            previous = self._registered.get(adapter.adapter_id)
+            self._registered[adapter.adapter_id] = adapter
+            self._known[adapter.adapter_id] = registration
+        return adapter, [previous] if previous else []
+
+    def deregister(self, adapter_id: str) -> Adapter | None:
+        """Remove a run-time registration; returns the adapter to close, if it was live.
+
+        Raises `NotFound` and `FailedPrecondition` (for a configured adapter).
+        """
+        if adapter_id in self._configured:
+            raise FailedPrecondition(
+                f"adapter {adapter_id!r} is declared in the hub's configuration; remove it there"
+            )
+        self._registrations.delete(adapter_id)
+        with self._lock:
+            self._known.pop(adapter_id, None)
+            return self._registered.pop(adapter_id, None)
+
+    def heartbeat(self, adapter_id: str) -> datetime | None:
+        """Record a heartbeat; returns when the next one is due (None: none promised).
+
+        Raises `NotFound` when no adapter has this id.
+        """
+        registration = self._registrations.heartbeat(adapter_id, _utcnow())
+        with self._lock:
+            self._known[adapter_id] = registration
+        interval = _heartbeat_seconds(registration)
+        if interval is None or registration.last_heartbeat_at is None:
+            return None
+        return registration.last_heartbeat_at + timedelta(seconds=interval)
+
+    def down_reason(self, adapter: Adapter) -> str | None:
+        """Why `adapter` is marked down (a missed heartbeat window), or None."""
+        registration = self._known.get(adapter.adapter_id)
+        interval = _heartbeat_seconds(registration) if registration else None
+        if registration is None or interval is None:
+            return None
+        last = registration.last_heartbeat_at or registration.updated_at
+        if _utcnow() - last <= timedelta(seconds=interval * HEARTBEAT_GRACE):
+            return None
+        return f"marked down: no heartbeat since {last.isoformat(timespec='seconds')}"
+
+
+def _heartbeat_seconds(registration: Registration) -> float | None:
+    value = registration.declaration.get("heartbeat_seconds")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _declaration(settings: AdapterSettings) -> dict[str, Any]:
+    return settings.model_dump(mode="json")
+
+
+_PROTO_NAMES = {
+    "id": "adapter_id",
+    "timeout_seconds": "timeout",
+    "heartbeat_seconds": "heartbeat_interval",
+    "options": "settings",
+}
+
+
+def _request_field(location: tuple[int | str, ...]) -> str:
+    """``('serves', 0, 'record_type')`` → ``spec.serves[0].record_type``."""
+    path = "spec"
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{_PROTO_NAMES.get(part, part) if path == 'spec' else part}"
+    return path

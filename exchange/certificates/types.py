@@ -1,0 +1,174 @@
+"""Certificate types as the configuration declares them, and the check of a type's fields.
+
+A type says what its certificates say: required and optional data fields, each with a
+JSON type. Issuing with a missing, unknown or mistyped field is an `InvalidRequest`
+naming ``fields.<name>``. Values arrive from protobuf `Struct`, where every number is
+a double, so an integral double is accepted (and stored) as an integer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from exchange.errors import InvalidRequest
+from exchange.settings import CertificateTypeSettings, FieldType
+from exchange.subjects import KeyKind
+from signing import JSONValue
+
+_SAFE_INTEGER = 2**53 - 1
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def plain_json(value: object) -> JSONValue:
+    """`value` with every integral double made an integer, recursively.
+
+    RFC 8785 writes 3.0 as ``3``, which reads back as an integer: normalizing first
+    makes what is stored equal to what a verifier reads out of the token.
+    """
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _SAFE_INTEGER:
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_json(v) for v in value]
+    return value  # type: ignore[return-value]  # str, int, float, bool, None
+
+
+def _type_problem(kind: FieldType, value: JSONValue) -> str | None:
+    """What is wrong with `value` for a field of type `kind` (None: nothing)."""
+    if kind == "string":
+        if not isinstance(value, str):
+            return "must be a string"
+        return None if value.strip() else "must not be empty"
+    if kind == "integer":
+        return None if type(value) is int else "must be an integer"
+    if kind == "number":
+        if type(value) is int or (type(value) is float and math.isfinite(value)):
+            return None
+        return "must be a number"
+    if kind == "boolean":
+        return None if isinstance(value, bool) else "must be true or false"
+    if kind == "date":
+        if not isinstance(value, str) or not _DATE.fullmatch(value):
+            return "must be a date like 2024-05-20"
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            return f"{value} is not a real date"
+        return None
+    if kind == "datetime":
+        if not isinstance(value, str) or not _DATETIME.fullmatch(value):
+            return "must be an RFC 3339 time with an offset, like 2024-05-20T09:30:00+08:00"
+        try:
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return f"{value} is not a real time"
+        return None
+    if kind == "object":
+        return None if isinstance(value, dict) else "must be an object"
+    return None if isinstance(value, list) else "must be an array"
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateType:
+    """One declared certificate type."""
+
+    code: str
+    name: str
+    holder_kind: KeyKind
+    issuer_uscc: str
+    issuer_department: str
+    required_fields: Mapping[str, FieldType]
+    optional_fields: Mapping[str, FieldType]
+    validity: timedelta | None = None
+
+    @classmethod
+    def from_settings(cls, code: str, declared: CertificateTypeSettings) -> CertificateType:
+        """The type `code` as the configuration declares it."""
+        return cls(
+            code=code,
+            name=declared.name,
+            holder_kind=declared.holder_kind,
+            issuer_uscc=declared.issuer_uscc,
+            issuer_department=declared.issuer_department,
+            required_fields=dict(declared.fields),
+            optional_fields=dict(declared.optional_fields),
+            validity=None
+            if declared.validity_days is None
+            else timedelta(days=declared.validity_days),
+        )
+
+    @property
+    def label(self) -> str:
+        """``营业执照 (11100000000013338W001)``: how messages name the type."""
+        return f"{self.name} ({self.code})"
+
+    def check_fields(self, fields: Mapping[str, object]) -> dict[str, JSONValue]:
+        """The fields, normalized, if they are exactly what this type declares.
+
+        A null value counts as absent.
+
+        Raises:
+            InvalidRequest: (``fields.<name>``, rule) for the first field, in declaration
+                order, that is missing or mistyped, or for a field the type does not
+                declare.
+        """
+        given = {name: plain_json(value) for name, value in fields.items() if value is not None}
+        for name in given:
+            if name not in self.required_fields and name not in self.optional_fields:
+                raise InvalidRequest(f"fields.{name}", f"is not a field of {self.label}")
+        checked: dict[str, JSONValue] = {}
+        for name, kind in (*self.required_fields.items(), *self.optional_fields.items()):
+            if name not in given:
+                if name in self.required_fields:
+                    raise InvalidRequest(f"fields.{name}", f"is required by {self.label}")
+                continue
+            problem = _type_problem(kind, given[name])
+            if problem is not None:
+                raise InvalidRequest(f"fields.{name}", f"{problem} ({kind})")
+            checked[name] = given[name]
+        return checked
+
+
+class CertificateTypes:
+    """The declared certificate types, by code."""
+
+    def __init__(self, declared: Mapping[str, CertificateTypeSettings]) -> None:
+        self._types = {
+            code: CertificateType.from_settings(code, settings)
+            for code, settings in declared.items()
+        }
+
+    def get(self, code: str, field: str = "type_code") -> CertificateType:
+        """The type with this code.
+
+        Raises:
+            InvalidRequest: (`field`, rule) when no such type is declared.
+        """
+        found = self._types.get(code)
+        if found is None:
+            if not code:
+                raise InvalidRequest(field, "a certificate type code is required")
+            raise InvalidRequest(field, f"no certificate type {code!r} is declared on this hub")
+        return found
+
+    def find(self, code: str) -> CertificateType | None:
+        """The type with this code, or None."""
+        return self._types.get(code)
+
+    def issuers(self) -> dict[str, str]:
+        """Issuer USCC → department, for every issuer of a declared type."""
+        return {t.issuer_uscc: t.issuer_department for t in self._types.values()}
+
+    def __iter__(self) -> Iterator[CertificateType]:
+        return iter(self._types.values())
+
+    def __len__(self) -> int:
+        return len(self._types)

@@ -1,0 +1,48 @@
+"""The `tongban` command line: the hub's operator and client entry point.
+
+Each entry point loads the settings once (`exchange.settings.load_settings`) and passes
+them down. Project errors end the command with one line on stderr and exit code 2 for
+configuration problems, 1 otherwise: never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from exchange.cli import adapters, certificates, client, keys, security, server, status, sync
+from exchange.errors import ConfigError, TongbanError
+
+app = typer.Typer(
+    name="tongban",
+    help="Tongban (通办): data-sharing and e-certificate exchange hub for service halls.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(server.serve)
+app.command("demo")(server.demo)
+app.command("lookup")(client.lookup)
+app.command("status")(status.status)
+app.command("verify")(certificates.verify)
+app.add_typer(server.db_app, name="db")
+app.add_typer(keys.app, name="keys")
+app.add_typer(adapters.app, name="adapters")
+app.add_typer(sync.app, name="sync")
+app.add_typer(certificates.cert_app, name="cert")
+app.add_typer(certificates.trust_app, name="trust")
+app.add_typer(security.ca_app, name="ca")
+app.add_typer(security.audit_app, name="audit")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except ConfigError as exc:
+        print(f"tongban: configuration error: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    except TongbanError as exc:
+        print(f"tongban: {exc.message}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,121 @@
+"""`tongban adapters`: list, register and remove a hub's department adapters."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+from google.protobuf import struct_pb2
+from rich.console import Console
+from rich.table import Table
+
+from exchange.cli.client import HubCallError, HubOption
+from exchange.errors import ConfigError
+from exchange.generated import adapters_pb2, adapters_pb2_grpc, common_pb2
+
+app = typer.Typer(help="List, register and remove department adapters.", no_args_is_help=True)
+
+_KINDS = {
+    "grpc": adapters_pb2.ADAPTER_KIND_GRPC,
+    "sql": adapters_pb2.ADAPTER_KIND_SQL,
+    "http": adapters_pb2.ADAPTER_KIND_HTTP,
+    "file": adapters_pb2.ADAPTER_KIND_FILE,
+    "python": adapters_pb2.ADAPTER_KIND_PYTHON,
+}
+
+
+def _call(hub: str, method: str, request: Any) -> Any:
+    with grpc.insecure_channel(hub) as channel:
+        try:
+            return getattr(adapters_pb2_grpc.AdapterRegistryStub(channel), method)(
+                request, timeout=10
+            )
+        except grpc.RpcError as exc:
+            raise HubCallError(f"{exc.code().name}: {exc.details()}") from exc
+
+
+def spec_from_declaration(declaration: dict[str, Any]) -> adapters_pb2.AdapterSpec:
+    """An `AdapterSpec` from a TOML declaration shaped like a config ``[[adapters]]`` entry.
+
+    Raises `ConfigError` for an unknown kind or key kind; the hub validates the rest.
+    """
+    kind = declaration.get("kind", "")
+    if kind not in _KINDS:
+        raise ConfigError("kind", f"must be one of {', '.join(_KINDS)}, got {kind!r}")
+    spec = adapters_pb2.AdapterSpec(
+        adapter_id=str(declaration.get("id", "")),
+        department=str(declaration.get("department", "")),
+        department_uscc=str(declaration.get("department_uscc", "")),
+        kind=_KINDS[kind],
+        max_concurrency=int(declaration.get("max_concurrency", 0)),
+    )
+    for binding in declaration.get("serves", []):
+        try:
+            key_kinds = [common_pb2.KeyKind.Value(f"KEY_KIND_{k}") for k in binding["key_kinds"]]
+        except ValueError as exc:
+            raise ConfigError("serves.key_kinds", str(exc)) from exc
+        spec.serves.add(record_type=binding.get("record_type", ""), key_kinds=key_kinds)
+    options = struct_pb2.Struct()
+    options.update(declaration.get("options", {}))
+    spec.settings.CopyFrom(options)
+    if "timeout_seconds" in declaration:
+        spec.timeout.FromNanoseconds(int(float(declaration["timeout_seconds"]) * 1e9))
+    if "heartbeat_seconds" in declaration:
+        spec.heartbeat_interval.FromNanoseconds(int(float(declaration["heartbeat_seconds"]) * 1e9))
+    return spec
+
+
+@app.command("list")
+def list_adapters(hub: HubOption = "127.0.0.1:50051") -> None:
+    """List adapters with their kind, origin, circuit state and last success."""
+    answer = _call(hub, "List", adapters_pb2.ListRequest())
+    table = Table(
+        "id", "kind", "department", "origin", "circuit", "alive", "last success", "last error"
+    )
+    for info in answer.adapters:
+        health = info.health
+        table.add_row(
+            info.spec.adapter_id,
+            adapters_pb2.AdapterKind.Name(info.spec.kind).removeprefix("ADAPTER_KIND_").lower(),
+            info.spec.department,
+            adapters_pb2.AdapterOrigin.Name(info.origin).removeprefix("ADAPTER_ORIGIN_").lower(),
+            adapters_pb2.CircuitState.Name(health.circuit_state).removeprefix("CIRCUIT_STATE_"),
+            "yes" if health.alive else "DOWN",
+            health.last_success_at.ToDatetime().isoformat(timespec="seconds")
+            if health.HasField("last_success_at")
+            else "-",
+            health.last_error or "-",
+        )
+    Console().print(table)
+
+
+@app.command("register")
+def register(
+    file: Annotated[
+        Path,
+        typer.Argument(help="TOML file declaring one adapter, as a config [[adapters]] entry."),
+    ],
+    hub: HubOption = "127.0.0.1:50051",
+) -> None:
+    """Register (or replace) an adapter at run time; the registration persists."""
+    try:
+        declaration = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(str(file), f"cannot read the declaration: {exc}") from exc
+    answer = _call(
+        hub, "Register", adapters_pb2.RegisterRequest(spec=spec_from_declaration(declaration))
+    )
+    typer.echo(f"registered {answer.adapter.spec.adapter_id}")
+
+
+@app.command("remove")
+def remove(
+    adapter_id: Annotated[str, typer.Argument(help="The adapter's id.")],
+    hub: HubOption = "127.0.0.1:50051",
+) -> None:
+    """Remove a run-time registration; records it already delivered stay in the store."""
+    _call(hub, "Deregister", adapters_pb2.DeregisterRequest(adapter_id=adapter_id))
+    typer.echo(f"removed {adapter_id}")

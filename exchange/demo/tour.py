@@ -1,0 +1,327 @@
+"""`tongban demo`: the whole story of SPEC.md on the embedded default, step by step.
+
+Four simulated departments run as their own processes behind four adapter kinds; a hub
+(SQLite in the data folder) serves gRPC and its HTTP page in this process. Every step
+is a real call made the way its user would make it: the clerk's lookups and the
+issuer's certificate calls over gRPC, the verifier's offline check with the
+`tongban verify` command, the operator's sync job watched over gRPC, the data
+subject's access report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.rule import Rule
+from rich.table import Table
+
+from exchange.demo.launcher import ADAPTER_IDS, DemoWorld
+from exchange.demo.story import STORY_PURPOSE, LookupStory
+from exchange.generated import (
+    audit_pb2,
+    audit_pb2_grpc,
+    certificates_pb2,
+    certificates_pb2_grpc,
+    common_pb2,
+    exchange_pb2,
+    sync_pb2,
+    sync_pb2_grpc,
+    verification_pb2,
+    verification_pb2_grpc,
+)
+from exchange.hub import Hub
+from exchange.server import HubServer
+
+LICENCE_TYPE = "11100000000013338W001"
+LICENCE_FIELDS = {
+    "name": "string",
+    "legal_representative": "string",
+    "registered_capital_cny": "integer",
+    "established": "date",
+    "address": "string",
+}
+LICENCE_OPTIONAL = {"business_scope": "string", "company_type": "string"}
+TONGBAN = str(Path(sys.executable).parent / "tongban")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _check_table(checks: Any, console: Console) -> None:
+    table = Table("check", "result", "detail")
+    for check in checks:
+        name = verification_pb2.CheckName.Name(check.check).removeprefix("CHECK_NAME_")
+        table.add_row(name, "passed" if check.passed else "[red]FAILED[/]", check.reason)
+    console.print(table)
+
+
+def _run_cli(console: Console, *args: str) -> subprocess.CompletedProcess[str]:
+    console.print(f"$ tongban {' '.join(args)}", style="dim")
+    done = subprocess.run([TONGBAN, *args], capture_output=True, text=True, check=False)
+    console.print(done.stdout.rstrip() or done.stderr.rstrip())
+    return done
+
+
+class Tour:
+    """The walkthrough against a started `DemoWorld` and a running hub."""
+
+    def __init__(self, demo: DemoWorld, server: HubServer, console: Console, folder: Path):
+        self.demo = demo
+        self.server = server
+        self.console = console
+        self.folder = folder
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        self.story = LookupStory(demo, server, console)
+        issuer = next(a for a in demo.adapter_settings() if a["id"] == ADAPTER_IDS["business"])
+        self.issuer_uscc = str(issuer["department_uscc"])
+
+    def heading(self, title: str) -> None:
+        self.story.heading(title)
+
+    async def run(self) -> None:
+        await self.story.resident_in_one_call()
+        company = await self.story.company_by_org_code()
+        certificate = await self.issue_licence(company)
+        await self.verify_online(certificate)
+        await self.verify_offline(certificate)
+        await self.write_qr(certificate)
+        await self.revoke_and_verify(certificate)
+        await self.story.department_outage()
+        await self.story.served_stale()
+        await self.story.restore_department()
+        await self.sync_job()
+        await self.access_report()
+
+    async def issue_licence(
+        self, company: exchange_pb2.LookupResponse
+    ) -> certificates_pb2.Certificate:
+        self.heading("The market-regulation department issues a business-licence e-certificate")
+        record = next(r for r in company.records if r.record_type == "market.business_license")
+        known = json_format.MessageToDict(record.fields)
+        values = {n: known[n] for n in (*LICENCE_FIELDS, *LICENCE_OPTIONAL) if n in known}
+        if "registered_capital_cny" in values:
+            # A protobuf Struct carries numbers as doubles; the licence declares an integer.
+            values["registered_capital_cny"] = int(values["registered_capital_cny"])
+        fields = struct_pb2.Struct()
+        fields.update(values)
+        holder = next(
+            s
+            for s in (record.subject, *record.related_subjects)
+            if s.kind == common_pb2.KEY_KIND_USCC
+        )
+        answer = await certificates_pb2_grpc.CertificateServiceStub(self.channel).Issue(
+            certificates_pb2.IssueRequest(
+                request_id=f"demo-licence-{holder.value}",
+                type_code=LICENCE_TYPE,
+                holder=holder,
+                issuer_uscc=self.issuer_uscc,
+                fields=fields,
+            ),
+            timeout=10,
+        )
+        certificate = answer.certificate
+        self.console.print(f"issued {certificate.type_name} [bold]{certificate.id}[/]")
+        self.console.print(f"compact token ({len(certificate.token)} characters) signed with EdDSA")
+        return certificate
+
+    async def verify_online(self, certificate: certificates_pb2.Certificate) -> None:
+        self.heading("A bank clerk verifies it online with the hub")
+        answer = await verification_pb2_grpc.VerificationServiceStub(self.channel).Verify(
+            verification_pb2.VerifyRequest(token=certificate.token), timeout=10
+        )
+        self.console.print(f"valid: [bold]{answer.verdict.valid}[/]")
+        _check_table(answer.verdict.checks, self.console)
+
+    async def verify_offline(self, certificate: certificates_pb2.Certificate) -> None:
+        self.heading("...and offline, with the trust bundle exported to files")
+        trust = self.folder / "trust"
+        token_file = self.folder / "licence.jws"
+        token_file.write_text(certificate.token, encoding="utf-8")
+        hub = f"127.0.0.1:{self.server.port}"
+        await asyncio.to_thread(
+            _run_cli, self.console, "trust", "export", "--out", str(trust), "--hub", hub
+        )
+        await asyncio.to_thread(self._verify_file, token_file, trust)
+
+    def _verify_file(self, token_file: Path, trust: Path) -> subprocess.CompletedProcess[str]:
+        return _run_cli(
+            self.console, "verify", str(token_file),
+            "--bundle", str(trust / "trust-bundle.jws"),
+            "--status", str(trust / "status-list.jws"),
+            "--root", str(trust / "root.jwk.json"),
+        )  # fmt: skip
+
+    async def write_qr(self, certificate: certificates_pb2.Certificate) -> None:
+        self.heading("Its QR code, for the paper copy")
+        out = self.folder / "licence-qr.png"
+        hub = f"127.0.0.1:{self.server.port}"
+        await asyncio.to_thread(
+            _run_cli, self.console, "cert", "qr", certificate.id, "--out", str(out), "--hub", hub
+        )
+        self.console.print(
+            f"verification page for people: http://127.0.0.1:{self.server.web.port}/v/{certificate.id}"
+        )
+
+    async def revoke_and_verify(self, certificate: certificates_pb2.Certificate) -> None:
+        self.heading("The licence is revoked; verification now fails on STATUS")
+        await certificates_pb2_grpc.CertificateServiceStub(self.channel).Revoke(
+            certificates_pb2.RevokeRequest(certificate_id=certificate.id, reason="吊销 / revoked"),
+            timeout=10,
+        )
+        answer = await verification_pb2_grpc.VerificationServiceStub(self.channel).Verify(
+            verification_pb2.VerifyRequest(certificate_id=certificate.id), timeout=10
+        )
+        self.console.print(f"valid: [bold red]{answer.verdict.valid}[/]")
+        _check_table(answer.verdict.checks, self.console)
+        trust = self.folder / "trust-refreshed"
+        hub = f"127.0.0.1:{self.server.port}"
+        self.console.print("offline, after refreshing the status list:")
+        await asyncio.to_thread(
+            _run_cli, self.console, "trust", "export", "--out", str(trust), "--hub", hub
+        )
+        await asyncio.to_thread(self._verify_file, self.folder / "licence.jws", trust)
+
+    async def sync_job(self) -> None:
+        self.heading("The operator syncs the national social-security exports into the store")
+        sync = sync_pb2_grpc.SyncServiceStub(self.channel)
+        started = await sync.Start(
+            sync_pb2.SyncServiceStartRequest(
+                adapter_id=ADAPTER_IDS["social-security"], mode=sync_pb2.SYNC_MODE_FULL
+            ),
+            timeout=10,
+        )
+        job = started.job
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>8} rec/s"),
+            TimeRemainingColumn(),
+        )
+        fastest = 0.0
+        with Progress(*columns, console=self.console) as progress:
+            task = progress.add_task(job.adapter_id, total=None, rate="-")
+            async for update in sync.Watch(
+                sync_pb2.SyncServiceWatchRequest(job_id=job.job_id), timeout=120
+            ):
+                job = update.job
+                fastest = max(fastest, job.progress.records_per_second)
+                done = job.progress.records_seen
+                progress.update(
+                    task,
+                    completed=done,
+                    total=job.progress.total_estimate or (done if job.finished_at else None),
+                    rate=f"{fastest:,.0f}",
+                )
+        state = sync_pb2.SyncJobState.Name(job.state).removeprefix("SYNC_JOB_STATE_")
+        p = job.progress
+        self.console.print(
+            f"job {job.job_id} {state}: {p.records_seen} records read, {p.applied} applied, "
+            f"{p.unchanged} unchanged, {p.dead_lettered} dead-lettered (malformed rows), "
+            f"{p.withdrawn} withdrawn"
+        )
+
+    async def access_report(self) -> None:
+        self.heading("The resident asks who looked at their data, and why")
+        answer = await audit_pb2_grpc.AuditServiceStub(self.channel).ListAccess(
+            audit_pb2.ListAccessRequest(
+                subject=common_pb2.SubjectKey(
+                    kind=common_pb2.KEY_KIND_ID_CARD, value=self.demo.showcase.id_card
+                )
+            ),
+            timeout=10,
+        )
+        table = Table("when (UTC)", "who", "case", "outcome", "record types read")
+        for entry in answer.entries:
+            table.add_row(
+                entry.at.ToDatetime().strftime("%H:%M:%S"),
+                entry.caller,
+                entry.purpose.case_id,
+                entry.outcome,
+                "\n".join(entry.record_types),
+            )
+        self.console.print(table)
+        if answer.entries:
+            self.console.print(f"purpose given: {answer.entries[0].purpose.reason}")
+
+    async def aclose(self) -> None:
+        await self.story.aclose()
+        await self.channel.close(None)
+
+
+def demo_settings(demo: DemoWorld, folder: Path, http_port: int) -> Any:
+    """Hub settings for the world: its adapters, the licence type, the public page."""
+    issuer = next(a for a in demo.adapter_settings() if a["id"] == ADAPTER_IDS["business"])
+    return demo.settings(
+        data_dir=str(folder / "hub"),
+        certificate_types={
+            LICENCE_TYPE: {
+                "name": "营业执照",
+                "holder_kind": "USCC",
+                "issuer_uscc": issuer["department_uscc"],
+                "issuer_department": issuer["department"],
+                "fields": LICENCE_FIELDS,
+                "optional_fields": LICENCE_OPTIONAL,
+            }
+        },
+        **{
+            "logging.level": "ERROR",
+            "signing.public_url": f"http://127.0.0.1:{http_port}",
+        },
+    )
+
+
+async def run_tour(
+    folder: Path,
+    *,
+    console: Console | None = None,
+    keep_running: bool = False,
+    residents: int = 3000,
+    companies: int = 600,
+) -> None:
+    """Start the world and a hub in `folder`, tell the story, stop everything."""
+    console = console or Console()
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    console.print(Rule("Tongban demo: 通办, handled in one place"))
+    console.print("starting four department systems, each its own process ...")
+    with DemoWorld(folder / "departments", residents=residents, companies=companies) as demo:
+        http_port = _free_port()
+        settings = demo_settings(demo, folder, http_port)
+        server = HubServer(Hub.open(settings), "127.0.0.1:0", f"127.0.0.1:{http_port}")
+        await server.start()
+        console.print(
+            f"hub: gRPC 127.0.0.1:{server.port}, page and metrics http://127.0.0.1:{http_port}/ ; "
+            f"store {settings.database_url}"
+        )
+        console.print(
+            "departments: "
+            + ", ".join(f"{a.id} ({a.kind})" for a in settings.adapters)
+            + f"; case {STORY_PURPOSE.case_id}"
+        )
+        tour = Tour(demo, server, console, folder)
+        try:
+            await tour.run()
+            console.print(Rule("demo finished"))
+            if keep_running:
+                console.print(
+                    f"the world stays up: try `tongban status --hub 127.0.0.1:{server.port}` or "
+                    f"`grpcurl -plaintext 127.0.0.1:{server.port} list`; Ctrl-C stops everything"
+                )
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.Event().wait()
+        finally:
+            await tour.aclose()
+            await server.stop(grace=1)

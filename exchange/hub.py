@@ -1,0 +1,150 @@
+"""The hub's live parts, built once from the settings and handed to the servicers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from adapters.base import Adapter
+from certstore.audit import AuditLog
+from certstore.database import Database
+from certstore.field_cipher import FieldCipher
+from certstore.migrate import upgrade
+from certstore.records import RecordRepository
+from certstore.registrations import RegistrationRepository
+from exchange.audit import AuditTrail
+from exchange.auth.identity import CallerResolver
+from exchange.auth.policy import AccessPolicy
+from exchange.catalog import AdapterCatalog
+from exchange.certificates.library import CertificateLibrary
+from exchange.errors import ConfigError
+from exchange.record_types import RecordTypes
+from exchange.record_writer import RecordWriter
+from exchange.routing import LookupRouter
+from exchange.settings import Settings
+
+log = structlog.get_logger("tongban.hub")
+
+
+@dataclass
+class Hub:
+    """Settings, store, adapters and record types of one hub node."""
+
+    settings: Settings
+    database: Database
+    records: RecordRepository
+    catalog: AdapterCatalog
+    record_types: RecordTypes
+    writer: RecordWriter
+    policy: AccessPolicy
+    resolver: CallerResolver
+    audit: AuditTrail
+    certificates: CertificateLibrary
+
+    @classmethod
+    def open(cls, settings: Settings, adapters: Sequence[Adapter] | None = None) -> Hub:
+        """Connect the store (migrating it when configured) and build the adapters.
+
+        `adapters`, when given, replaces the configured ones (for embedding and tests).
+        Raises `ConfigError` for an adapter that cannot be built and `StoreError`
+        when the database cannot be reached or migrated.
+        """
+        url = settings.database_url
+        if settings.database.migrate_on_start:
+            upgrade(url)
+        database = Database.from_url(url)
+        catalog = AdapterCatalog(settings, RegistrationRepository(database))
+        catalog.load(list(adapters) if adapters is not None else None)
+        log.info(
+            "hub opened",
+            database=database.engine.url.render_as_string(hide_password=True),
+            adapters=[a.adapter_id for a in catalog.adapters],
+        )
+        records = RecordRepository(database, _record_cipher(settings))
+        security = settings.security
+        secret = security.dev_token_secret
+        audit = AuditTrail(AuditLog(database), _audit_subject_key(settings))
+        return cls(
+            settings,
+            database,
+            records,
+            catalog,
+            RecordTypes(settings.record_types),
+            RecordWriter(records, settings.exchange.cache_refresh_seconds),
+            AccessPolicy(settings.policies),
+            CallerResolver(
+                production=settings.server.mode == "production",
+                crl_file=security.crl_file,
+                dev_token_secret=secret.get_secret_value().encode() if secret else None,
+                dev_allow_anonymous=security.dev_allow_anonymous,
+            ),
+            audit,
+            CertificateLibrary.open(settings, database, audit),
+        )
+
+    @property
+    def adapters(self) -> list[Adapter]:
+        return self.catalog.adapters
+
+    @property
+    def router(self) -> LookupRouter:
+        """A router over the adapters live right now."""
+        return LookupRouter(
+            self.catalog.adapters, self.record_types.problem, self.catalog.down_reason
+        )
+
+    async def refresh(self) -> None:
+        """Pick up registrations other nodes changed; close adapters that left."""
+        await self.close_adapters(await asyncio.to_thread(self.catalog.refresh))
+
+    @staticmethod
+    async def close_adapters(adapters: Iterable[Adapter]) -> None:
+        for adapter in adapters:
+            await adapter.close()
+
+    def start(self) -> None:
+        """Start the background work (record and audit writes) on the running loop."""
+        self.writer.start()
+        self.audit.start()
+
+    async def close(self) -> None:
+        """Finish pending writes, close the adapters and the database."""
+        await self.audit.close()
+        await self.writer.close()
+        await self.close_adapters(self.catalog.adapters)
+        self.database.dispose()
+
+
+def _audit_subject_key(settings: Settings) -> bytes:
+    """The configured audit key, or (dev) one generated once into the data folder."""
+    if settings.security.audit_subject_key is not None:
+        return settings.security.audit_subject_key.get_secret_value().encode()
+    path = settings.data_dir / "keys" / "audit-subject.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def _record_cipher(settings: Settings) -> FieldCipher | None:
+    """The cipher sealing cached record fields, when configured. Raises `ConfigError`."""
+    security = settings.security
+    if security.active_record_key is None or security.encrypt_records is False:
+        return None
+    keys: dict[str, bytes] = {}
+    for kid, secret in security.record_keys.items():
+        try:
+            keys[kid] = base64.b64decode(secret.get_secret_value(), validate=True)
+        except ValueError as exc:
+            raise ConfigError(f"security.record_keys.{kid}", "not base64") from exc
+    return FieldCipher(keys, security.active_record_key)

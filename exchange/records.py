@@ -1,0 +1,149 @@
+"""Domain objects for records exchanged between department sources and hall platforms.
+
+These are the frozen values that adapters return, the store keeps and the services
+translate to protobuf. ORM rows and protobuf messages never travel past their boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import rfc8785
+
+from exchange.errors import InvalidRequest
+from exchange.subjects import SubjectKey
+
+JsonValue = Any
+"""A value that JSON can represent (the record field maps are JSON objects)."""
+
+MAX_CASE_ID = 64
+MAX_REASON = 500
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """Why data is asked for: the hall's case id and the reason in words."""
+
+    case_id: str
+    reason: str
+
+    @classmethod
+    def checked(cls, case_id: str, reason: str, *, field_prefix: str = "purpose") -> Purpose:
+        """Build a purpose, raising `InvalidRequest` naming the field when one is missing."""
+        case_id, reason = case_id.strip(), reason.strip()
+        if not case_id:
+            raise InvalidRequest(
+                f"{field_prefix}.case_id", "a case id is required for every lookup"
+            )
+        if len(case_id) > MAX_CASE_ID:
+            raise InvalidRequest(f"{field_prefix}.case_id", f"at most {MAX_CASE_ID} characters")
+        if not reason:
+            raise InvalidRequest(f"{field_prefix}.reason", "a reason is required for every lookup")
+        if len(reason) > MAX_REASON:
+            raise InvalidRequest(f"{field_prefix}.reason", f"at most {MAX_REASON} characters")
+        return cls(case_id, reason)
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """A record as a department source returns it, fields already named per its type."""
+
+    record_type: str
+    source_record_id: str
+    subject: SubjectKey
+    fields: Mapping[str, JsonValue]
+    related_subjects: tuple[SubjectKey, ...] = ()
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as the hub holds it: the source's record plus provenance."""
+
+    record_type: str
+    subject: SubjectKey
+    fields: Mapping[str, JsonValue]
+    adapter_id: str
+    department: str
+    source_record_id: str
+    fetched_at: datetime
+    content_hash: str
+    related_subjects: tuple[SubjectKey, ...] = field(default=())
+
+    @classmethod
+    def of(
+        cls, record: SourceRecord, *, adapter_id: str, department: str, fetched_at: datetime
+    ) -> StoredRecord:
+        """`record` with its provenance. Raises `InvalidRequest` for non-JSON fields."""
+        fields = dict(record.fields)
+        return cls(
+            record_type=record.record_type,
+            subject=record.subject,
+            fields=fields,
+            adapter_id=adapter_id,
+            department=department,
+            source_record_id=record.source_record_id,
+            fetched_at=fetched_at,
+            content_hash=content_hash(fields),
+            related_subjects=tuple(record.related_subjects),
+        )
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 (JCS) canonical JSON of `value`. Raises `InvalidRequest` if impossible.
+
+    Values without floats whose object keys are all in the Basic Multilingual Plane
+    take a fast path through the C JSON encoder, whose output is then byte-for-byte
+    what JCS prescribes: keys sorted by code point (= UTF-16 code unit order within
+    the BMP), the same string escapes, integers written as-is. Everything else goes
+    through the `rfc8785` reference implementation.
+    """
+    if _fast_path_ok(value):
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+        ).encode()
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise InvalidRequest("fields", f"not representable as canonical JSON: {exc}") from exc
+
+
+# RFC 8785 §3.2.2.3: numbers are IEEE 754 doubles; larger integers are not canonical.
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _fast_path_ok(value: Any) -> bool:
+    if isinstance(value, str):
+        return not _has_lone_surrogate(value)
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return abs(value) <= MAX_SAFE_INTEGER
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and (k.isascii() or _bmp_only(k)) for k in value) and all(
+            _fast_path_ok(v) for v in value.values()
+        )
+    if isinstance(value, list):
+        return all(_fast_path_ok(v) for v in value)
+    return False
+
+
+def _bmp_only(text: str) -> bool:
+    return all(ord(c) < 0xD800 or 0xE000 <= ord(c) <= 0xFFFF for c in text)
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    return not text.isascii() and any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+def content_hash(fields: Mapping[str, JsonValue]) -> str:
+    """Return ``sha256:<hex>`` over the RFC 8785 canonical JSON of `fields`.
+
+    Raises `InvalidRequest` when the fields cannot be represented as canonical JSON.
+    """
+    return "sha256:" + hashlib.sha256(canonical_json(dict(fields))).hexdigest()

@@ -1,0 +1,239 @@
+"""The gRPC server: every `tongban.v1` service, health checking, reflection, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import structlog
+from grpc_health.v1 import _async as health_aio  # the package's own aio servicer
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from exchange.audit import sign_checkpoint
+from exchange.auth.gate import Gate
+from exchange.errors import ConfigError, TongbanError
+from exchange.generated import (
+    adapters_pb2,
+    adapters_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    certificates_pb2,
+    certificates_pb2_grpc,
+    exchange_pb2,
+    exchange_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
+    verification_pb2,
+    verification_pb2_grpc,
+)
+from exchange.hub import Hub
+from exchange.interceptors import TongbanInterceptor
+from exchange.services.audit import AuditServicer
+from exchange.services.certificates import CertificateServicer
+from exchange.services.exchange import ExchangeServicer
+from exchange.services.pending import PendingDepartmentAdapterServicer
+from exchange.services.registry import AdapterRegistryServicer
+from exchange.services.sync import SyncServicer
+from exchange.services.verification import VerificationServicer
+from exchange.settings import Settings
+from exchange.sync.node import SyncNode
+from exchange.web import OperatorWeb
+
+log = structlog.get_logger("tongban.server")
+
+SERVICE_NAMES = tuple(
+    descriptor.full_name
+    for descriptor in (
+        exchange_pb2.DESCRIPTOR.services_by_name["ExchangeService"],
+        adapters_pb2.DESCRIPTOR.services_by_name["AdapterRegistry"],
+        adapters_pb2.DESCRIPTOR.services_by_name["DepartmentAdapter"],
+        certificates_pb2.DESCRIPTOR.services_by_name["CertificateService"],
+        verification_pb2.DESCRIPTOR.services_by_name["VerificationService"],
+        sync_pb2.DESCRIPTOR.services_by_name["SyncService"],
+        audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    )
+)
+HEALTH_PROBE_SECONDS = 5.0
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials:
+    """mTLS: the hub's certificate, and client certificates required from the CA.
+
+    Raises `ConfigError` when a file cannot be read.
+    """
+    security = settings.security
+    files = {
+        "tls_cert_file": security.tls_cert_file,
+        "tls_key_file": security.tls_key_file,
+        "client_ca_file": security.client_ca_file,
+    }
+    material: dict[str, bytes] = {}
+    for name, path in files.items():
+        if path is None:
+            raise ConfigError(f"security.{name}", "required in production mode")
+        try:
+            material[name] = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"security.{name}", f"cannot read {path}: {exc}") from exc
+    return grpc.ssl_server_credentials(
+        [(material["tls_key_file"], material["tls_cert_file"])],
+        root_certificates=material["client_ca_file"],
+        require_client_auth=True,
+    )
+
+
+def signing_ready(hub: Hub) -> bool:
+    """True when this node can sign (its root key signs bundles and status lists).
+
+    Never raises: an unreachable store is simply not ready.
+    """
+    try:
+        return hub.certificates.signing_problem() is None
+    except TongbanError:
+        return False
+
+
+class HubServer:
+    """A running grpc.aio server bound to one hub."""
+
+    def __init__(self, hub: Hub, listen: str, http_listen: str | None = None) -> None:
+        """`http_listen`, when given, also serves the HTTP port (metrics, verification)."""
+        self.hub = hub
+        self.http_listen = http_listen
+        self.web = OperatorWeb(hub)
+        limit = hub.settings.server.max_message_bytes
+        self.server = grpc.aio.server(
+            interceptors=[TongbanInterceptor(Gate(hub.resolver, hub.policy, hub.audit))],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.health = health_aio.HealthServicer()
+        self._add_services()
+        if hub.settings.server.mode == "production":
+            self.port = self.server.add_secure_port(listen, server_credentials(hub.settings))
+        else:
+            self.port = self.server.add_insecure_port(listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        self.listen = listen
+        self._probe: asyncio.Task[None] | None = None
+        self.sync: SyncNode | None = None
+
+    def _add_services(self) -> None:
+        hub, server = self.hub, self.server
+        exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(ExchangeServicer(hub), server)
+        adapters_pb2_grpc.add_AdapterRegistryServicer_to_server(
+            AdapterRegistryServicer(hub), server
+        )
+        adapters_pb2_grpc.add_DepartmentAdapterServicer_to_server(
+            PendingDepartmentAdapterServicer(), server
+        )
+        certificates_pb2_grpc.add_CertificateServiceServicer_to_server(
+            CertificateServicer(hub), server
+        )
+        verification_pb2_grpc.add_VerificationServiceServicer_to_server(
+            VerificationServicer(hub), server
+        )
+        sync_pb2_grpc.add_SyncServiceServicer_to_server(SyncServicer(hub), server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(hub), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+
+    async def start(self) -> None:
+        if self.hub.settings.server.mode == "dev":
+            log.warning(
+                "dev mode: plaintext gRPC, callers identified by dev tokens at most; "
+                "never expose this port"
+            )
+        self.hub.start()
+        self.sync = SyncNode(self.hub)
+        self.sync.start()
+        await self.server.start()
+        if self.http_listen is not None:
+            http_port = await self.web.start(self.http_listen)
+            log.info("http serving", listen=self.http_listen, port=http_port)
+        await self.report_health()
+        self._probe = asyncio.create_task(self._probe_forever())
+        log.info(
+            "hub serving", listen=self.listen, port=self.port, mode=self.hub.settings.server.mode
+        )
+
+    async def report_health(self) -> None:
+        """Set every service SERVING or NOT_SERVING from the store and the signing key."""
+        ok = await asyncio.to_thread(self.hub.database.ping) and await asyncio.to_thread(
+            signing_ready, self.hub
+        )
+        state = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ok
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, state)
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_PROBE_SECONDS)
+            await self.report_health()
+            try:
+                await self.hub.refresh()
+            except TongbanError as exc:
+                log.warning("adapter registrations not refreshed", error=exc.message)
+            try:
+                await asyncio.to_thread(self.sign_audit_checkpoint)
+            except TongbanError as exc:
+                log.warning("audit checkpoint not signed", error=exc.message)
+
+    def sign_audit_checkpoint(self) -> tuple[int, str] | None:
+        """Sign the audit chain's head with the root key, when it moved (blocking).
+
+        Raises `StoreError`; does nothing when this node has no root key.
+        """
+        keys = self.hub.certificates.keys
+        root = keys.root()
+        if root is None:
+            return None
+        return sign_checkpoint(self.hub.audit.store, keys.open(root))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight calls finish within `grace`, then stop."""
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        await self.health.enter_graceful_shutdown()
+        await self.web.stop()
+        await self.server.stop(
+            self.hub.settings.server.shutdown_grace_seconds if grace is None else grace
+        )
+        if self.sync is not None:
+            await self.sync.stop()
+        await self.hub.close()
+        log.info("hub stopped")
+
+
+async def serve_until_signalled(
+    hub: Hub, listen: str, on_ready: Callable[[int], None] | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    server = HubServer(hub, listen, hub.settings.http.listen)
+    await server.start()
+    if on_ready is not None:
+        on_ready(server.port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("shutdown requested; finishing in-flight calls")
+    await server.stop()

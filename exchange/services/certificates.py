@@ -1,0 +1,264 @@
+"""`tongban.v1.CertificateService`: issue and manage e-certificates.
+
+Protobuf is translated here, on the way in and out; the work is done by
+`exchange.certificates.lifecycle.CertificateLifecycle` on a worker thread. Reads of a
+holder's certificates go into the audit trail like any other access to personal data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from certstore.certificates import CertificateStatus, HolderQuery, StoredCertificate
+from exchange.auth.identity import current_caller
+from exchange.certificates.lifecycle import IssueRequest, SupersedeRequest
+from exchange.errors import InvalidRequest
+from exchange.generated import certificates_pb2, certificates_pb2_grpc, common_pb2
+from exchange.hub import Hub
+from exchange.metrics import CERTIFICATES_ISSUED
+from exchange.services import convert
+from exchange.subjects import SubjectKey, parse_key
+from signing import Certificate
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+_STATUS = {
+    CertificateStatus.VALID: certificates_pb2.CERTIFICATE_STATUS_VALID,
+    CertificateStatus.SUSPENDED: certificates_pb2.CERTIFICATE_STATUS_SUSPENDED,
+    CertificateStatus.REVOKED: certificates_pb2.CERTIFICATE_STATUS_REVOKED,
+    CertificateStatus.SUPERSEDED: certificates_pb2.CERTIFICATE_STATUS_SUPERSEDED,
+}
+_KEY_KINDS = {name.removeprefix("KEY_KIND_"): number for name, number in common_pb2.KeyKind.items()}
+
+
+def _set_time(stamp: timestamp_pb2.Timestamp, moment: datetime) -> None:
+    stamp.seconds = int(moment.timestamp())
+
+
+def certificate_to_proto(
+    certificate: Certificate, *, token: str = "", stored: StoredCertificate | None = None
+) -> certificates_pb2.Certificate:
+    """A certificate as protobuf; with `stored`, its lifecycle status and token too."""
+    message = certificates_pb2.Certificate(
+        id=certificate.id,
+        type_code=certificate.type_code,
+        type_name=certificate.type_name,
+        holder=common_pb2.SubjectKey(
+            kind=_KEY_KINDS.get(certificate.holder_kind, common_pb2.KEY_KIND_UNSPECIFIED),
+            value=certificate.holder_value,
+        ),
+        issuer=certificates_pb2.Issuer(
+            department=certificate.issuer_department, uscc=certificate.issuer_uscc
+        ),
+        version=certificate.version,
+        predecessor_id=certificate.predecessor or "",
+        token=token,
+        status_list_index=certificate.status_list_index,
+    )
+    # Whole seconds: every certificate time is kept to the second.
+    _set_time(message.issued_at, certificate.issued_at)
+    _set_time(message.valid_from, certificate.valid_from)
+    if certificate.valid_until is not None:
+        _set_time(message.valid_until, certificate.valid_until)
+    if certificate.fields:
+        message.fields.update(certificate.fields)
+    if stored is not None:
+        message.token = stored.token
+        message.status = _STATUS[stored.status]
+        message.status_reason = stored.status_reason
+        message.successor_id = stored.successor_id or ""
+        _set_time(message.status_changed_at, stored.status_changed_at)
+    return message
+
+
+def stored_to_proto(stored: StoredCertificate) -> certificates_pb2.Certificate:
+    """A stored certificate as protobuf, with its status and token."""
+    return certificate_to_proto(stored.certificate, stored=stored)
+
+
+def time_from_proto(message: timestamp_pb2.Timestamp, present: bool, field: str) -> datetime | None:
+    """An optional request time, or None when unset.
+
+    Raises:
+        InvalidRequest: (`field`, rule) for a time out of range.
+    """
+    if not present:
+        return None
+    try:
+        return message.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(field, f"not a valid time: {exc}") from exc
+
+
+def holder_from_proto(request: Any) -> SubjectKey:
+    """The request's `holder`, validated.
+
+    Raises:
+        InvalidRequest: (``holder`` / ``holder.kind`` / ``holder.value``, rule).
+    """
+    if not request.HasField("holder"):
+        raise InvalidRequest("holder", "the holder's subject key is required")
+    return convert.subject_from_proto(request.holder, "holder")
+
+
+def encode_page_token(last: StoredCertificate) -> str:
+    """An opaque token that continues a listing after `last`."""
+    position = {"t": last.certificate.issued_at.isoformat(), "id": last.id}
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[datetime, str] | None:
+    """The position a page token stands for (None for the first page).
+
+    Raises:
+        InvalidRequest: (``page_token``, rule) for a token this hub did not make.
+    """
+    if not token:
+        return None
+    try:
+        position = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        moment = datetime.fromisoformat(position["t"])
+        certificate_id = position["id"]
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise InvalidRequest("page_token", "is not a token this hub gave out") from exc
+    if moment.tzinfo is None or not isinstance(certificate_id, str):
+        raise InvalidRequest("page_token", "is not a token this hub gave out")
+    return moment, certificate_id
+
+
+class CertificateServicer(certificates_pb2_grpc.CertificateServiceServicer):
+    """Certificate issuance and lifecycle; only issuers may change their certificates."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def Issue(
+        self, request: certificates_pb2.IssueRequest, context: Context
+    ) -> certificates_pb2.IssueResponse:
+        issue = IssueRequest(
+            request_id=request.request_id,
+            type_code=request.type_code,
+            holder=holder_from_proto(request),
+            fields=convert.struct_to_dict(request.fields),
+            issuer_uscc=request.issuer_uscc,
+            valid_from=time_from_proto(
+                request.valid_from, request.HasField("valid_from"), "valid_from"
+            ),
+            valid_until=time_from_proto(
+                request.valid_until, request.HasField("valid_until"), "valid_until"
+            ),
+        )
+        lifecycle = self.hub.certificates.lifecycle
+        issued = await asyncio.to_thread(lifecycle.issue, issue, current_caller())
+        if not issued.replayed:
+            CERTIFICATES_ISSUED.labels(type_code=issue.type_code).inc()
+        return certificates_pb2.IssueResponse(
+            certificate=stored_to_proto(issued.certificate), replayed=issued.replayed
+        )
+
+    async def Get(
+        self, request: certificates_pb2.GetRequest, context: Context
+    ) -> certificates_pb2.GetResponse:
+        lifecycle = self.hub.certificates.lifecycle
+        stored = await asyncio.to_thread(lifecycle.get, request.certificate_id)
+        certificate = stored.certificate
+        await self._audit_read(
+            "CERT_READ",
+            parse_key(certificate.holder_kind, certificate.holder_value),
+            certificate_id=stored.id,
+            record_types=[f"certificate.{certificate.type_code}"],
+        )
+        return certificates_pb2.GetResponse(certificate=stored_to_proto(stored))
+
+    async def ListByHolder(
+        self, request: certificates_pb2.ListByHolderRequest, context: Context
+    ) -> certificates_pb2.ListByHolderResponse:
+        holder = holder_from_proto(request)
+        if request.page_size < 0:
+            raise InvalidRequest("page_size", "must not be negative")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        query = HolderQuery(
+            holder_kind=holder.kind.value,
+            holder_value=holder.value,
+            limit=size + 1,
+            type_code=request.type_code or None,
+            include_inactive=request.include_inactive,
+            after=decode_page_token(request.page_token),
+        )
+        found = await asyncio.to_thread(self.hub.certificates.lifecycle.list_by_holder, query)
+        page = found[:size]
+        await self._audit_read(
+            "CERT_LIST",
+            holder,
+            certificates=len(page),
+            record_types=sorted({f"certificate.{s.certificate.type_code}" for s in page}),
+        )
+        return certificates_pb2.ListByHolderResponse(
+            certificates=[stored_to_proto(s) for s in page],
+            next_page_token=encode_page_token(page[-1]) if len(found) > size else "",
+        )
+
+    async def Supersede(
+        self, request: certificates_pb2.SupersedeRequest, context: Context
+    ) -> certificates_pb2.SupersedeResponse:
+        supersede = SupersedeRequest(
+            certificate_id=request.certificate_id,
+            request_id=request.request_id,
+            fields=convert.struct_to_dict(request.fields),
+            valid_from=time_from_proto(
+                request.valid_from, request.HasField("valid_from"), "valid_from"
+            ),
+            valid_until=time_from_proto(
+                request.valid_until, request.HasField("valid_until"), "valid_until"
+            ),
+            reason=request.reason,
+        )
+        lifecycle = self.hub.certificates.lifecycle
+        done = await asyncio.to_thread(lifecycle.supersede, supersede, current_caller())
+        CERTIFICATES_ISSUED.labels(type_code=done.certificate.certificate.type_code).inc()
+        return certificates_pb2.SupersedeResponse(
+            certificate=stored_to_proto(done.certificate),
+            predecessor=stored_to_proto(done.predecessor),
+        )
+
+    async def Revoke(
+        self, request: certificates_pb2.RevokeRequest, context: Context
+    ) -> certificates_pb2.RevokeResponse:
+        lifecycle = self.hub.certificates.lifecycle
+        stored = await asyncio.to_thread(
+            lifecycle.revoke, request.certificate_id, request.reason, current_caller()
+        )
+        return certificates_pb2.RevokeResponse(certificate=stored_to_proto(stored))
+
+    async def Suspend(
+        self, request: certificates_pb2.SuspendRequest, context: Context
+    ) -> certificates_pb2.SuspendResponse:
+        lifecycle = self.hub.certificates.lifecycle
+        stored = await asyncio.to_thread(
+            lifecycle.suspend, request.certificate_id, request.reason, current_caller()
+        )
+        return certificates_pb2.SuspendResponse(certificate=stored_to_proto(stored))
+
+    async def Reinstate(
+        self, request: certificates_pb2.ReinstateRequest, context: Context
+    ) -> certificates_pb2.ReinstateResponse:
+        lifecycle = self.hub.certificates.lifecycle
+        stored = await asyncio.to_thread(
+            lifecycle.reinstate, request.certificate_id, request.reason, current_caller()
+        )
+        return certificates_pb2.ReinstateResponse(certificate=stored_to_proto(stored))
+
+    async def _audit_read(self, action: str, holder: SubjectKey, **detail: Any) -> None:
+        audit = self.hub.audit
+        await audit.record(audit.entry(current_caller(), action, "OK", subject=holder, **detail))

@@ -1,0 +1,528 @@
+"""Tongban's configuration: one TOML file plus `TONGBAN_*` environment overrides.
+
+`load_settings()` is called once by an entry point; the validated `Settings` object is
+passed down from there. Nothing below the entry points reads the environment.
+Environment variables use ``__`` between levels: ``TONGBAN_SERVER__LISTEN=0.0.0.0:50051``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from exchange.auth.policy import ALL, PolicySettings
+from exchange.errors import ConfigError, InvalidKey
+from exchange.subjects import KeyKind, parse_key
+from exchange.sync.schedule import CronSchedule, parse_utc_offset
+
+ENV_PREFIX = "TONGBAN_"
+_ADAPTER_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
+_RECORD_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
+# GB/T 36904 identifiers carry the type code as 0-9A-Z.
+_CERTIFICATE_TYPE_CODE = re.compile(r"^[0-9A-Z]{1,64}$")
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+FieldType = Literal["string", "integer", "number", "boolean", "date", "datetime", "object", "array"]
+AdapterKindName = Literal["grpc", "sql", "http", "file", "python"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_listen_address(value: str) -> str:
+    """Return `value` if it is ``HOST:PORT`` with a port in 1..65535; raise ValueError."""
+    match = _HOST_PORT.match(value)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ValueError(f"must be HOST:PORT with a port in 1..65535, got {value!r}")
+    return value
+
+
+class ServerSettings(_Section):
+    listen: str = "127.0.0.1:50051"
+    mode: Literal["dev", "production"] = "dev"
+    shutdown_grace_seconds: float = Field(default=10.0, gt=0, le=300)
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_shape(cls, value: str) -> str:
+        return check_listen_address(value)
+
+
+class HttpSettings(_Section):
+    """The hub's HTTP port: the verification page and Prometheus metrics."""
+
+    # HOST:PORT; empty turns the HTTP port off.
+    listen: str | None = "127.0.0.1:8080"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_shape(cls, value: str | None) -> str | None:
+        return check_listen_address(value) if value else None
+
+
+class DatabaseSettings(_Section):
+    # None means SQLite in `<data_dir>/tongban.db`, the embedded default.
+    url: str | None = None
+    migrate_on_start: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _known_dialect(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite:", "postgresql+psycopg:")):
+            raise ValueError("must start with sqlite: or postgresql+psycopg:")
+        return value
+
+
+class ExchangeSettings(_Section):
+    # Used when a caller sends no gRPC deadline.
+    default_deadline_seconds: float = Field(default=5.0, gt=0, le=120)
+    max_batch_subjects: int = Field(default=1000, ge=1, le=100_000)
+    batch_concurrency: int = Field(default=8, ge=1, le=256)
+    # A record fetched again unchanged is re-written to the store at most this often.
+    cache_refresh_seconds: float = Field(default=30.0, ge=0, le=3600)
+
+
+class SecuritySettings(_Section):
+    """TLS material, dev-mode identity, and the keys that protect stored data."""
+
+    # Production: the hub's certificate and key, and the CA that issues client certificates.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    client_ca_file: Path | None = None
+    # PEM CRL of the client CA; re-read when the file changes.
+    crl_file: Path | None = None
+    # Dev mode: HMAC secret for dev tokens (`tongban ca dev-token`), and whether a caller
+    # with no token may do everything.
+    dev_token_secret: SecretStr | None = None
+    dev_allow_anonymous: bool = True
+    # HMAC key for the subject digests in the audit trail (shared by every node). Unset
+    # in dev mode: generated once into <data_dir>/keys/audit-subject.key.
+    audit_subject_key: SecretStr | None = None
+    # Cached record fields sealed at rest (AES-256-GCM): keys by id (base64 of 32 bytes,
+    # `tongban ca record-key` makes one) and the id new seals use. Older keys stay listed
+    # until every row was re-sealed (lazily, on read). Production mode requires it unless
+    # encrypt_records = false says otherwise.
+    record_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    active_record_key: str | None = None
+    encrypt_records: bool | None = None
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = "json"
+
+
+class RecordTypeSettings(_Section):
+    """A record type the hub exchanges, with its fields and their JSON types."""
+
+    description: str = ""
+    fields: dict[str, FieldType] = Field(default_factory=dict)
+
+
+class RecordTypeBinding(_Section):
+    record_type: str
+    key_kinds: list[KeyKind] = Field(min_length=1)
+
+
+class AdapterSettings(_Section):
+    """An adapter declared in configuration. `options` are the kind's own settings."""
+
+    id: str
+    kind: AdapterKindName
+    department: str = Field(min_length=1)
+    department_uscc: str = ""
+    serves: list[RecordTypeBinding] = Field(min_length=1)
+    timeout_seconds: float = Field(default=3.0, gt=0, le=120)
+    max_concurrency: int = Field(default=16, ge=1, le=1024)
+    # A remote adapter that promises heartbeats is marked down when one is missed.
+    heartbeat_seconds: float | None = Field(default=None, gt=0, le=3600)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not _ADAPTER_ID.match(value):
+            raise ValueError("lower-case letters, digits, '.' and '-', at most 63 characters")
+        return value
+
+    @field_validator("department_uscc")
+    @classmethod
+    def _uscc_valid(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            return parse_key(KeyKind.USCC, value).value
+        except InvalidKey as exc:
+            raise ValueError(exc.key_rule) from exc
+
+
+_SCHEDULE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+class SyncScheduleSettings(_Section):
+    """A sync job the hub starts on a schedule: a cron expression or a fixed interval."""
+
+    name: str
+    adapter: str
+    mode: Literal["full", "incremental"] = "incremental"
+    # Five-field cron (``0 2 * * *``) read in `utc_offset`; or `every_seconds`.
+    cron: str | None = None
+    every_seconds: float | None = Field(default=None, ge=1, le=366 * 86400)
+    utc_offset: str = "+08:00"
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name_shape(cls, value: str) -> str:
+        if not _SCHEDULE_NAME.match(value):
+            raise ValueError("lower-case letters, digits, '.', '_' and '-', at most 63 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> SyncScheduleSettings:
+        if (self.cron is None) == (self.every_seconds is None):
+            raise ValueError("set exactly one of cron and every_seconds")
+        parse_utc_offset(self.utc_offset)
+        if self.cron is not None:
+            CronSchedule.parse(self.cron, self.utc_offset)
+        return self
+
+
+class SyncSettings(_Section):
+    """Sync jobs: batch size, leases between nodes, retries, and schedules."""
+
+    batch_size: int = Field(default=1000, ge=1, le=10_000)
+    # A node that stops heartbeating loses its job to another node after this long.
+    lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    heartbeat_seconds: float = Field(default=10.0, gt=0, le=1200)
+    # How often an idle node looks for jobs to claim and schedule ticks to start.
+    poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Jobs one node runs at once (0: the node runs none, it only schedules and answers).
+    max_running_jobs: int = Field(default=2, ge=0, le=64)
+    # Attempts per failure streak for transient source or store errors, with backoff.
+    retry_attempts: int = Field(default=5, ge=1, le=100)
+    retry_initial_seconds: float = Field(default=1.0, gt=0, le=600)
+    retry_max_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Spare a department's system: at most this many changes read per second per job.
+    max_records_per_second: float | None = Field(default=None, gt=0)
+    # A schedule tick missed while no node ran (a restart) is still started this late.
+    misfire_grace_seconds: float = Field(default=300.0, ge=0, le=86400)
+    # How this node names itself in job records; the host name when unset.
+    node_name: str | None = Field(default=None, min_length=1, max_length=100)
+    schedules: list[SyncScheduleSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SyncSettings:
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError("heartbeat_seconds must be shorter than lease_seconds")
+        if self.retry_max_seconds < self.retry_initial_seconds:
+            raise ValueError("retry_max_seconds must not be shorter than retry_initial_seconds")
+        names = [schedule.name for schedule in self.schedules]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"schedule name {repeated[0]!r} is used twice")
+        return self
+
+
+class CertificateTypeSettings(_Section):
+    """An e-certificate type: its name, whom it names, who issues it, and what it says."""
+
+    name: str = Field(min_length=1)
+    holder_kind: KeyKind
+    # The department that issues it: only this USCC may issue, supersede, revoke,
+    # suspend or reinstate certificates of this type.
+    issuer_uscc: str
+    issuer_department: str = Field(min_length=1)
+    # Required data fields and their JSON types; then the ones that may be left out.
+    fields: dict[str, FieldType] = Field(min_length=1)
+    optional_fields: dict[str, FieldType] = Field(default_factory=dict)
+    # Validity when an issue request sets no valid_until (None: no expiry).
+    validity_days: int | None = Field(default=None, ge=1, le=36_600)
+
+    @field_validator("issuer_uscc")
+    @classmethod
+    def _issuer_is_uscc(cls, value: str) -> str:
+        try:
+            return parse_key(KeyKind.USCC, value).value
+        except InvalidKey as exc:
+            raise ValueError(exc.key_rule) from exc
+
+    @model_validator(mode="after")
+    def _field_names(self) -> CertificateTypeSettings:
+        for name in (*self.fields, *self.optional_fields):
+            if not _FIELD_NAME.match(name):
+                raise ValueError(f"field name {name!r}: letters, digits and '_', at most 64")
+        both = sorted(set(self.fields) & set(self.optional_fields))
+        if both:
+            raise ValueError(f"field {both[0]!r} is both required and optional")
+        return self
+
+
+class SigningSettings(_Section):
+    """Signing keys and what verifiers are told: trust bundle and status list timing.
+
+    The passphrase that encrypts the private keys (PKCS#8) comes from the environment
+    variable named by `passphrase_env`, read once when the settings are loaded, or from
+    `passphrase_file`. With neither, dev mode generates one into
+    `<data_dir>/keys/signing.passphrase` (mode 0600); production mode cannot sign.
+    """
+
+    algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
+    passphrase_env: str | None = None
+    passphrase_file: Path | None = None
+    # Generate missing root and issuer keys at start (None: in dev mode only).
+    generate_missing_keys: bool | None = None
+    # Where people verify a certificate; QR codes too long for the token link here.
+    public_url: str | None = None
+    bundle_refresh_hours: float = Field(default=24.0, gt=0, le=24 * 31)
+    bundle_lifetime_days: float = Field(default=30.0, gt=0, le=366)
+    status_refresh_minutes: float = Field(default=15.0, gt=0, le=24 * 60)
+    status_lifetime_hours: float = Field(default=48.0, gt=0, le=24 * 31)
+    # How often a node looks for status and key changes made by other nodes.
+    poll_seconds: float = Field(default=1.0, gt=0, le=300)
+    _passphrase_from_env: SecretStr | None = PrivateAttr(default=None)
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
+            raise ValueError("must be an http(s) URL without query or fragment")
+        return None if value is None else value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _resolve_passphrase(self) -> SigningSettings:
+        if self.passphrase_env is not None and self.passphrase_file is not None:
+            raise ValueError("set passphrase_env or passphrase_file, not both")
+        if self.bundle_refresh_hours > self.bundle_lifetime_days * 24:
+            raise ValueError("bundle_refresh_hours must not exceed bundle_lifetime_days")
+        if self.status_refresh_minutes > self.status_lifetime_hours * 60:
+            raise ValueError("status_refresh_minutes must not exceed status_lifetime_hours")
+        if self.passphrase_env is not None:
+            if not _ENV_NAME.match(self.passphrase_env):
+                raise ValueError("passphrase_env must be the NAME of an environment variable")
+            # Read here, at load time, by the entry point: nothing below reads the environment.
+            value = os.environ.get(self.passphrase_env)
+            if not value:
+                raise ValueError(f"the environment variable {self.passphrase_env} is not set")
+            self._passphrase_from_env = SecretStr(value)
+        return self
+
+    @property
+    def passphrase_from_env(self) -> SecretStr | None:
+        """The passphrase read from `passphrase_env` when the settings were loaded."""
+        return self._passphrase_from_env
+
+
+class Settings(BaseSettings):
+    """The validated configuration of one hub node."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Path("data")
+    server: ServerSettings = ServerSettings()
+    http: HttpSettings = HttpSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    exchange: ExchangeSettings = ExchangeSettings()
+    logging: LoggingSettings = LoggingSettings()
+    security: SecuritySettings = SecuritySettings()
+    policies: list[PolicySettings] = Field(default_factory=list)
+    record_types: dict[str, RecordTypeSettings] = Field(default_factory=dict)
+    adapters: list[AdapterSettings] = Field(default_factory=list)
+    sync: SyncSettings = SyncSettings()
+    signing: SigningSettings = SigningSettings()
+    # E-certificate types by type code (the <type> of the GB/T 36904 identifier).
+    certificate_types: dict[str, CertificateTypeSettings] = Field(default_factory=dict)
+
+    @field_validator("certificate_types")
+    @classmethod
+    def _certificate_types_consistent(
+        cls, value: dict[str, CertificateTypeSettings]
+    ) -> dict[str, CertificateTypeSettings]:
+        departments: dict[str, str] = {}
+        for code, declared in value.items():
+            if not _CERTIFICATE_TYPE_CODE.match(code):
+                raise ValueError(f"certificate type code {code!r}: 1-64 characters of 0-9A-Z")
+            known = departments.setdefault(declared.issuer_uscc, declared.issuer_department)
+            if known != declared.issuer_department:
+                raise ValueError(
+                    f"issuer {declared.issuer_uscc} is named both {known!r} and "
+                    f"{declared.issuer_department!r}; one issuer signs with one key"
+                )
+        return value
+
+    @field_validator("record_types")
+    @classmethod
+    def _record_type_names(
+        cls, value: dict[str, RecordTypeSettings]
+    ) -> dict[str, RecordTypeSettings]:
+        for name in value:
+            if not _RECORD_TYPE.match(name):
+                raise ValueError(f"record type {name!r} must look like 'department.thing'")
+        return value
+
+    @model_validator(mode="after")
+    def _adapters_consistent(self) -> Settings:
+        seen: set[str] = set()
+        for adapter in self.adapters:
+            if adapter.id in seen:
+                raise ValueError(f"adapter id {adapter.id!r} is declared twice")
+            seen.add(adapter.id)
+            for binding in adapter.serves:
+                if binding.record_type not in self.record_types:
+                    raise ValueError(
+                        f"adapter {adapter.id!r} serves undeclared record type "
+                        f"{binding.record_type!r}"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _policies_name_declared_types(self) -> Settings:
+        for index, policy in enumerate(self.policies):
+            for record_type in policy.record_types:
+                if record_type not in self.record_types:
+                    raise ValueError(
+                        f"policies[{index}] names undeclared record type {record_type!r}"
+                    )
+            for record_type, fields in policy.record_types.items():
+                declared = self.record_types[record_type].fields
+                unknown = [f for f in fields if f != ALL and declared and f not in declared]
+                if unknown:
+                    raise ValueError(
+                        f"policies[{index}] names undeclared fields {unknown} of {record_type}"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _production_has_tls(self) -> Settings:
+        if self.server.mode != "production":
+            return self
+        if self.security.audit_subject_key is None:
+            raise ValueError("production mode needs security.audit_subject_key")
+        if self.security.encrypt_records is not False and self.security.active_record_key is None:
+            raise ValueError(
+                "production mode seals cached records: set security.active_record_key and "
+                "security.record_keys (or security.encrypt_records = false)"
+            )
+        for name in ("tls_cert_file", "tls_key_file", "client_ca_file"):
+            path = getattr(self.security, name)
+            if path is None:
+                raise ValueError(f"production mode needs security.{name} (mTLS)")
+            if not Path(path).is_file():
+                raise ValueError(f"security.{name}: no such file {path}")
+        return self
+
+    @model_validator(mode="after")
+    def _schedules_name_adapters(self) -> Settings:
+        declared = {adapter.id for adapter in self.adapters}
+        for schedule in self.sync.schedules:
+            if schedule.adapter not in declared:
+                raise ValueError(
+                    f"sync schedule {schedule.name!r} names adapter {schedule.adapter!r}, "
+                    "which is not declared in [[adapters]]"
+                )
+        return self
+
+    @property
+    def database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data folder."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.data_dir / 'tongban.db').resolve()}"
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read `path` (TOML) if given, apply `TONGBAN_*` variables, validate.
+
+    `overrides` (for example from command-line flags) win over both. Raises
+    `ConfigError` naming the first bad setting in one line.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError("--config", f"no such file: {path}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("--config", f"cannot read {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    explicit: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        _set_dotted(explicit, dotted.split("."), value)
+    try:
+        return _layered(data)(**explicit)
+    except ValidationError as exc:
+        raise _config_error(exc) from exc
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The configuration file's values, as one settings source."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self.data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self.data
+
+
+def _layered(file_data: dict[str, Any]) -> type[Settings]:
+    """`Settings` whose sources are, strongest first: explicit overrides, environment, file."""
+
+    class LayeredSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, _FileSource(settings_cls, file_data)
+
+    return LayeredSettings
+
+
+def _set_dotted(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+    data[parts[-1]] = value
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown setting"
+    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if not first["loc"]:
+        # A rule across settings: its message names the settings involved.
+        return ConfigError("configuration", f"{message}{extra}")
+    setting = ".".join(str(p) for p in first["loc"])
+    env_name = ENV_PREFIX + "__".join(str(p) for p in first["loc"]).upper()
+    return ConfigError(setting, f"{message}{extra}; set it in the config file or {env_name}")

@@ -1,0 +1,191 @@
+"""The verification page: anyone shown an e-certificate checks it here, no login.
+
+A verifier pastes the token (or opens the link in the certificate's QR code,
+``/v/<certificate id>``) and sees the verdict: the certificate's type, its holder
+(masked), issuer and validity, and every check passed or failed, in Chinese with
+English beside it. Nothing is shown beyond what the certificate itself states, and not
+its data fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from html import escape
+
+from aiohttp import web
+
+from exchange.certificates.verification import Presented, PresentedKind
+from exchange.errors import InvalidKey, NotFound, TongbanError
+from exchange.subjects import parse_key
+from signing import CheckName, Verdict
+
+VerifyFunction = Callable[[Presented], Awaitable[Verdict]]
+
+MAX_TOKEN_CHARS = 20_000
+
+_CHECK_LABELS = {
+    CheckName.INTEGRITY: ("数据完整", "Well-formed"),
+    CheckName.SIGNATURE: ("签名有效", "Signature"),
+    CheckName.ISSUER_TRUSTED: ("签发机关可信", "Issuer trusted"),
+    CheckName.KEY_VALID_AT_ISSUE: ("签发时密钥有效", "Key valid at issue"),
+    CheckName.STATUS: ("未被吊销或中止", "Not revoked or suspended"),
+    CheckName.VALIDITY_WINDOW: ("在有效期内", "Within validity period"),
+}
+
+_STYLE = """
+body{font-family:"Noto Sans CJK SC","PingFang SC","Microsoft YaHei","WenQuanYi Zen Hei",
+sans-serif;
+max-width:46rem;margin:2rem auto;padding:0 1rem;color:#1d2733;background:#f6f8fa}
+h1{font-size:1.4rem} .en{color:#5a6a7a;font-size:.9em}
+.verdict{padding:1rem 1.2rem;border-radius:.5rem;margin:1rem 0;font-size:1.2rem}
+.valid{background:#e3f4e6;border:2px solid #2e7d32}
+.invalid{background:#fdecea;border:2px solid #c62828}
+table{border-collapse:collapse;width:100%;background:#fff}
+td,th{border:1px solid #d0d7de;padding:.45rem .6rem;text-align:left;vertical-align:top;
+overflow-wrap:anywhere}
+.pass{color:#2e7d32;font-weight:bold} .fail{color:#c62828;font-weight:bold}
+textarea{width:100%;height:8rem;font-family:monospace}
+button{font-size:1rem;padding:.4rem 1.2rem}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body>{body}</body></html>"
+    )
+
+
+def render_form(problem: str = "") -> str:
+    """The page where a verifier pastes a token."""
+    note = f'<p class="fail">{escape(problem)}</p>' if problem else ""
+    return _page(
+        "电子证照核验 / Verify an e-certificate",
+        "<h1>电子证照核验 <span class='en'>Verify an e-certificate</span></h1>"
+        f"{note}"
+        '<form method="post" action="/">'
+        '<p><label for="token">粘贴证照令牌或二维码内容 '
+        '<span class="en">Paste the certificate token or QR text</span></label></p>'
+        '<textarea id="token" name="token" required></textarea>'
+        '<p><button type="submit">核验 <span class="en">Verify</span></button></p>'
+        "</form>",
+    )
+
+
+def _masked_holder(kind: str, value: str) -> str:
+    try:
+        return parse_key(kind, value).masked()
+    except InvalidKey:
+        return "****"
+
+
+def _when(moment: datetime | None) -> str:
+    return "长期 / no expiry" if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def render_verdict(verdict: Verdict) -> str:
+    """The verdict page: the certificate as it states itself, and every check."""
+    if verdict.valid:
+        banner = (
+            '<div class="verdict valid">✔ 证照有效 <span class="en">Valid certificate</span></div>'
+        )
+    else:
+        banner = (
+            '<div class="verdict invalid">✘ 证照无效 '
+            '<span class="en">This certificate is NOT valid</span></div>'
+        )
+    rows = []
+    certificate = verdict.certificate
+    if certificate is not None:
+        claimed = "" if verdict.valid else ' <span class="en">(claimed, not verified)</span>'
+        facts = [
+            ("证照类型", "Type", f"{certificate.type_name} ({certificate.type_code})"),
+            (
+                "持证主体",
+                "Holder",
+                _masked_holder(certificate.holder_kind, certificate.holder_value),
+            ),
+            ("签发机关", "Issuer", f"{certificate.issuer_department} ({certificate.issuer_uscc})"),
+            ("证照标识", "Identifier", f"{certificate.id} v{certificate.version}"),
+            ("签发时间", "Issued", _when(certificate.issued_at)),
+            ("有效期自", "Valid from", _when(certificate.valid_from)),
+            ("有效期至", "Valid until", _when(certificate.valid_until)),
+        ]
+        rows.append(
+            f"<h2>证照信息 <span class='en'>Certificate{claimed}</span></h2><table>"
+            + "".join(
+                f"<tr><th>{zh} <span class='en'>{en}</span></th><td>{escape(value)}</td></tr>"
+                for zh, en, value in facts
+            )
+            + "</table>"
+        )
+    checks = "".join(
+        "<tr>"
+        f"<td>{_CHECK_LABELS[c.name][0]} <span class='en'>{_CHECK_LABELS[c.name][1]}</span></td>"
+        + (
+            '<td class="pass">通过 <span class="en">passed</span></td>'
+            if c.passed
+            else '<td class="fail">未通过 <span class="en">failed</span></td>'
+        )
+        + f"<td>{escape(c.reason)}</td></tr>"
+        for c in verdict.checks
+    )
+    rows.append(
+        "<h2>核验项 <span class='en'>Checks</span></h2><table>"
+        "<tr><th>检查 <span class='en'>Check</span></th>"
+        "<th>结果 <span class='en'>Result</span></th>"
+        f"<th>说明 <span class='en'>Detail</span></th></tr>{checks}</table>"
+    )
+    return _page(
+        "核验结果 / Verification result",
+        "<h1>核验结果 <span class='en'>Verification result</span></h1>"
+        + banner
+        + "".join(rows)
+        + '<p><a href="/">核验另一份 <span class="en">Verify another</span></a></p>',
+    )
+
+
+def add_verification_routes(app: web.Application, verify: VerifyFunction) -> None:
+    """Serve the form at ``/``, verdicts for pasted tokens, and ``/v/<id>`` links."""
+
+    async def form(request: web.Request) -> web.Response:
+        return web.Response(text=render_form(), content_type="text/html")
+
+    async def pasted(request: web.Request) -> web.Response:
+        data = await request.post()
+        text = str(data.get("token", "")).strip()
+        if not text:
+            return web.Response(
+                text=render_form("请粘贴令牌 / Please paste a token"),
+                content_type="text/html",
+                status=400,
+            )
+        if len(text) > MAX_TOKEN_CHARS:
+            return web.Response(
+                text=render_form("内容过长 / That is too long to be a certificate"),
+                content_type="text/html",
+                status=413,
+            )
+        return await _answer(Presented(PresentedKind.QR_TEXT, text))
+
+    async def linked(request: web.Request) -> web.Response:
+        certificate_id = request.match_info["certificate_id"]
+        return await _answer(Presented(PresentedKind.CERTIFICATE_ID, certificate_id))
+
+    async def _answer(presented: Presented) -> web.Response:
+        try:
+            verdict = await verify(presented)
+        except TongbanError as exc:
+            return web.Response(
+                text=render_form(f"无法核验 / Cannot verify: {exc.message}"),
+                content_type="text/html",
+                status=404 if isinstance(exc, NotFound) else 400,
+            )
+        return web.Response(text=render_verdict(verdict), content_type="text/html")
+
+    app.router.add_get("/", form)
+    app.router.add_post("/", pasted)
+    app.router.add_get("/v/{certificate_id}", linked)

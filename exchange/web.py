@@ -1,0 +1,116 @@
+"""The hub's HTTP port: Prometheus metrics and health for operators.
+
+It runs beside the gRPC server on its own port (`[http] listen`). The verification
+page for people holding an e-certificate is served here too (`exchange.verify_page`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from adapters.resilience import CircuitState
+from certstore.cursors import last_synced
+from exchange.auth.identity import set_current_caller
+from exchange.auth.policy import Caller
+from exchange.certificates.verification import Presented
+from exchange.hub import Hub
+from exchange.services.verification import VerificationServicer
+from exchange.verify_page import add_verification_routes
+from signing import Verdict
+
+_CIRCUIT_VALUES = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Who the audit trail names when a certificate is looked up through the page.
+PUBLIC_PAGE = Caller(organization="public", system="verification-page")
+
+
+class HubCollector(Collector):
+    """Gauges read from the hub when scraped: circuit states, the audit chain length."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        circuits = GaugeMetricFamily(
+            "tongban_adapter_circuit_state",
+            "Circuit breaker state per adapter: 0 closed, 1 half-open, 2 open.",
+            labels=["adapter"],
+        )
+        alive = GaugeMetricFamily(
+            "tongban_adapter_alive", "1 when the adapter is not marked down.", labels=["adapter"]
+        )
+        for adapter in self.hub.adapters:
+            circuits.add_metric([adapter.adapter_id], _CIRCUIT_VALUES[adapter.circuit_state])
+            down = self.hub.catalog.down_reason(adapter)
+            alive.add_metric([adapter.adapter_id], 0 if down else 1)
+        yield circuits
+        yield alive
+        lag = GaugeMetricFamily(
+            "tongban_sync_lag_seconds",
+            "Seconds since the adapter's sync cursor last advanced.",
+            labels=["adapter"],
+        )
+        now = datetime.now(UTC)
+        for adapter_id, synced_at in last_synced(self.hub.database).items():
+            lag.add_metric([adapter_id], (now - synced_at).total_seconds())
+        yield lag
+        sequence, _ = self.hub.audit.store.head()
+        yield GaugeMetricFamily(
+            "tongban_audit_chain_length", "Entries in the audit hash chain.", value=sequence
+        )
+
+
+class OperatorWeb:
+    """The aiohttp application on the hub's HTTP port."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(HubCollector(hub))
+        self.app = web.Application()
+        self.app.router.add_get("/metrics", self.metrics)
+        self.app.router.add_get("/healthz", self.health)
+        add_verification_routes(self.app, self.verify)
+        self._verification = VerificationServicer(hub)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(
+            lambda: generate_latest(REGISTRY) + generate_latest(self.registry)
+        )
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def verify(self, presented: Presented) -> Verdict:
+        """Verify what the page was shown, exactly as `VerificationService.Verify` does
+        (a lookup by id is audited under the holder, as made by the public page)."""
+        set_current_caller(PUBLIC_PAGE)
+        online = await self._verification.verify(presented)
+        return online.verdict
+
+    async def health(self, request: web.Request) -> web.Response:
+        database = await asyncio.to_thread(self.hub.database.ping)
+        status = 200 if database else 503
+        return web.json_response({"database": database}, status=status)
+
+    async def start(self, listen: str) -> int:
+        """Serve on `listen` (HOST:PORT, port 0 picks one); returns the port."""
+        host, _, port = listen.rpartition(":")
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host.strip("[]"), int(port))
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

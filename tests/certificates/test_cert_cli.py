@@ -1,0 +1,217 @@
+"""`tongban cert`, `trust`, `verify` and `keys` as an operator and a verifier use them.
+
+The commands run in a worker thread against a real hub server in this process, on the
+test's database; `keys` works on that database directly, as it does in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cert_testkit import AMR, COMPANY, EXAMPLE, LICENCE, licence_issue
+from typer.testing import CliRunner
+
+from exchange.cli import app
+from exchange.generated import certificates_pb2_grpc
+from exchange.server import HubServer
+from exchange.settings import Settings
+
+runner = CliRunner()
+
+
+async def tongban(*args: str, env: dict[str, str] | None = None) -> Any:
+    """Run a `tongban` command off the event loop (the hub answers on it)."""
+    return await asyncio.to_thread(runner.invoke, app, list(args), env=env)
+
+
+def hub_address(server: HubServer) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+async def test_issue_export_verify_revoke_verify_again(
+    hub_server: HubServer, tmp_path: Path
+) -> None:
+    hub = hub_address(hub_server)
+    token_file = tmp_path / "licence.jws"
+    issued = await tongban(
+        "cert", "issue", LICENCE, "--holder", f"USCC:{COMPANY}",
+        "-f", "name=南京通办科技有限公司", "-f", "legal_representative=张三",
+        "-f", "registered_capital_cny:=1000000", "-f", "established=2019-05-20",
+        "-f", "address=江苏省南京市玄武区中山路1号",
+        "--request-id", "cli-0001", "--token-out", str(token_file), "--hub", hub,
+    )  # fmt: skip
+    assert issued.exit_code == 0, issued.output
+    certificate_id = issued.output.strip().splitlines()[-1].removeprefix("issued ")
+    assert certificate_id.startswith(f"1.2.156.3005.2.{LICENCE}.{AMR}.")
+
+    shown = await tongban("cert", "show", certificate_id, "--hub", hub)
+    assert shown.exit_code == 0, shown.output
+    assert "营业执照" in shown.output
+    assert "VALID" in shown.output
+
+    trust = tmp_path / "trust"
+    exported = await tongban("trust", "export", "--out", str(trust), "--hub", hub)
+    assert exported.exit_code == 0, exported.output
+    assert {p.name for p in trust.iterdir()} == {
+        "trust-bundle.jws", "status-list.jws", "root.jwk.json", "jwks.json"
+    }  # fmt: skip
+    files = [
+        "--bundle", str(trust / "trust-bundle.jws"),
+        "--status", str(trust / "status-list.jws"),
+        "--root", str(trust / "root.jwk.json"),
+    ]  # fmt: skip
+
+    valid = await tongban("verify", str(token_file), *files)
+    assert valid.exit_code == 0, valid.output
+    for check in ("INTEGRITY", "SIGNATURE", "ISSUER_TRUSTED", "KEY_VALID_AT_ISSUE", "STATUS"):
+        assert check in valid.output
+    assert "VALIDITY_WINDOW" in valid.output
+    assert "NOT VALID" not in valid.output
+
+    revoked = await tongban("cert", "revoke", certificate_id, "--reason", "吊销", "--hub", hub)
+    assert revoked.exit_code == 0, revoked.output
+    assert "REVOKED" in revoked.output
+
+    online = await tongban("verify", certificate_id, "--hub", hub)
+    assert online.exit_code == 1
+    assert "revoked" in online.output
+
+    await tongban("trust", "export", "--out", str(trust), "--hub", hub)
+    offline = await tongban("verify", token_file.read_text().strip(), *files)
+    assert offline.exit_code == 1
+    assert "FAIL" in offline.output
+    assert "NOT VALID" in offline.output
+
+
+async def test_suspend_reinstate_list_and_qr(hub_server: HubServer, tmp_path: Path) -> None:
+    hub = hub_address(hub_server)
+    stub = certificates_pb2_grpc.CertificateServiceStub
+    import grpc
+
+    async with grpc.aio.insecure_channel(hub) as channel:
+        answer = await stub(channel).Issue(licence_issue())
+    certificate_id = answer.certificate.id
+
+    suspended = await tongban("cert", "suspend", certificate_id, "--reason", "核查", "--hub", hub)
+    assert "SUSPENDED" in suspended.output
+    reinstated = await tongban("cert", "reinstate", certificate_id, "--hub", hub)
+    assert "VALID" in reinstated.output
+    again = await tongban("cert", "reinstate", certificate_id, "--hub", hub)
+    assert again.exit_code == 1
+    assert "FAILED_PRECONDITION" in str(again.exception)
+
+    listed = await tongban("cert", "list", f"USCC:{COMPANY}", "--hub", hub)
+    assert listed.exit_code == 0, listed.output
+    assert "营业执照" in listed.output
+
+    png, svg = tmp_path / "licence.png", tmp_path / "licence.svg"
+    for out in (png, svg):
+        made = await tongban("cert", "qr", certificate_id, "--out", str(out), "--hub", hub)
+        assert made.exit_code == 0, made.output
+        assert "holds the token" in made.output
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert "<svg" in svg.read_text()
+
+
+async def test_verify_refuses_a_bundle_signed_by_another_root(
+    hub_server: HubServer, tmp_path: Path
+) -> None:
+    hub = hub_address(hub_server)
+    trust = tmp_path / "trust"
+    await tongban("trust", "export", "--out", str(trust), "--hub", hub)
+    import grpc
+
+    async with grpc.aio.insecure_channel(hub) as channel:
+        answer = await certificates_pb2_grpc.CertificateServiceStub(channel).Issue(licence_issue())
+    from signing import generate
+
+    (trust / "root.jwk.json").write_text(json.dumps(generate().public_jwk()))
+    refused = await tongban(
+        "verify", answer.certificate.token,
+        "--bundle", str(trust / "trust-bundle.jws"),
+        "--status", str(trust / "status-list.jws"),
+        "--root", str(trust / "root.jwk.json"),
+    )  # fmt: skip
+    assert refused.exit_code == 1
+    assert "trust bundle refused" in refused.output
+
+
+async def test_verify_far_in_the_future_reports_the_expired_bundle(
+    hub_server: HubServer, tmp_path: Path
+) -> None:
+    hub = hub_address(hub_server)
+    trust = tmp_path / "trust"
+    await tongban("trust", "export", "--out", str(trust), "--hub", hub)
+    import grpc
+
+    async with grpc.aio.insecure_channel(hub) as channel:
+        answer = await certificates_pb2_grpc.CertificateServiceStub(channel).Issue(licence_issue())
+    token_file = tmp_path / "token"
+    token_file.write_text(answer.certificate.token)
+    later = await tongban(
+        "verify", str(token_file), "--at", "2099-01-01T00:00:00Z",
+        "--bundle", str(trust / "trust-bundle.jws"),
+        "--status", str(trust / "status-list.jws"),
+        "--root", str(trust / "root.jwk.json"),
+    )  # fmt: skip
+    assert later.exit_code == 1
+    assert "expired" in later.output
+    assert "ISSUER_TRUSTED" in later.output
+
+
+@pytest.fixture
+def keys_env(cert_settings: Settings) -> dict[str, str]:
+    return {
+        "TONGBAN_DATABASE__URL": cert_settings.database_url,
+        "TONGBAN_DATA_DIR": str(cert_settings.data_dir),
+        "TONGBAN_LOGGING__LEVEL": "ERROR",
+        "COLUMNS": "250",  # rich wraps the 43-character key ids in a narrow terminal
+    }
+
+
+async def test_keys_list_rotate_compromise_while_the_hub_runs(
+    hub_server: HubServer, keys_env: dict[str, str]
+) -> None:
+    config = str(EXAMPLE)
+    hub = hub_address(hub_server)
+    listed = await tongban("keys", "list", "--config", config, env=keys_env)
+    assert listed.exit_code == 0, listed.output
+    assert "root" in listed.output
+    assert AMR in listed.output
+
+    old_kid = hub_server.hub.certificates.keys.ring().active_key(AMR).kid
+    rotated = await tongban("keys", "rotate", "--issuer", AMR, "--config", config, env=keys_env)
+    assert rotated.exit_code == 0, rotated.output
+    assert old_kid in rotated.output
+
+    import grpc
+
+    async with grpc.aio.insecure_channel(hub) as channel:
+        answer = await certificates_pb2_grpc.CertificateServiceStub(channel).Issue(licence_issue())
+    new_kid = hub_server.hub.certificates.keys.ring().active_key(AMR).kid
+    assert new_kid != old_kid
+    assert json.loads(_header(answer.certificate.token))["kid"] == new_kid
+
+    marked = await tongban(
+        "keys", "compromise", new_kid, "--since", "2000-01-01T00:00:00Z",
+        "--config", config, env=keys_env,
+    )  # fmt: skip
+    assert marked.exit_code == 0, marked.output
+    assert "1 stored certificates" in marked.output
+    assert "replacement" in marked.output
+
+    again = await tongban("keys", "generate", "--root", "--config", config, env=keys_env)
+    assert again.exit_code == 1
+    assert "root key already" in str(again.exception)
+    checked = await tongban("keys", "check", "uscc", AMR)
+    assert checked.exit_code == 0
+
+
+def _header(token: str) -> bytes:
+    from signing.base64url import b64url_decode
+
+    return b64url_decode(token.split(".")[0])

@@ -1,0 +1,108 @@
+"""`tongban demo` tells the whole story on the embedded default and exits 0; with
+`--keep-running` the world stays up for exploring and Ctrl-C stops every process."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from exchange.demo.tour import run_tour
+
+TONGBAN = str(Path(sys.executable).parent / "tongban")
+SMALL_WORLD = ("--residents", "300", "--companies", "30")
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line mentions `text` (the test's own folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in command and int(entry.name) != os.getpid():
+            found.append(int(entry.name))
+    return found
+
+
+async def test_the_tour_tells_every_step(tmp_path):
+    out = io.StringIO()
+    await run_tour(tmp_path, console=Console(file=out, width=140), residents=300, companies=30)
+    told = out.getvalue()
+    steps = [
+        "One lookup, four departments",
+        "A legacy organization code finds the company",
+        "issues a business-licence e-certificate",
+        "verifies it online",
+        "offline, with the trust bundle",
+        "QR code",
+        "verification now fails on STATUS",
+        "One department goes down",
+        "Served from the store",
+        "syncs the national social-security exports",
+        "who looked at their data",
+        "demo finished",
+    ]
+    positions = [told.index(step) for step in steps]
+    assert positions == sorted(positions)
+    assert told.count("\nVALID") == 1
+    assert "NOT VALID" in told
+    assert "STALE_SERVED" in told
+    assert "SUCCEEDED" in told
+    assert "2 dead-lettered" in told
+    assert "LOOKUP PARTIAL" in told
+    assert (tmp_path / "licence-qr.png").stat().st_size > 1000
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_keep_running_stays_up_until_ctrl_c(tmp_path):
+    process = subprocess.Popen(
+        [TONGBAN, "demo", "--keep-running", "--data-dir", str(tmp_path), *SMALL_WORLD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        _explore_then_stop(process, tmp_path)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _explore_then_stop(process: subprocess.Popen[str], tmp_path: Path) -> None:
+    hub = None
+    deadline = time.monotonic() + 120
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "tongban status --hub" in line:
+            hub = line.split("--hub ")[1].split("`")[0]
+            break
+        assert time.monotonic() < deadline, "the demo did not come up"
+    assert hub, "the demo never said it stays up"
+    assert len(processes_mentioning(str(tmp_path))) >= 5  # the demo and four departments
+    status = subprocess.run(
+        [TONGBAN, "status", "--hub", hub],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "SERVING" in status.stdout
+    assert "hrss.social-security" in status.stdout
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    assert process.returncode == 0
+    time.sleep(0.5)
+    assert processes_mentioning(str(tmp_path)) == []
