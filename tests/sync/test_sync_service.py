@@ -74,7 +74,9 @@ async def test_watch_streams_rate_and_eta_when_the_source_knows_its_total(
     source = SqlSource(f"sqlite:///{tmp_path / 'dept.db'}")
     source.insert(rows(3000), at=T0)
     source.dispose()
-    server = await start_hub(batch_size=250, max_records_per_second=3000)
+    # Twelve batches over about three seconds: Watch, polling twice a second, sees
+    # several of them however late the job is claimed on a busy machine.
+    server = await start_hub(batch_size=250, max_records_per_second=1000)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = sync_pb2_grpc.SyncServiceStub(channel)
         started = await stub.Start(
@@ -84,10 +86,12 @@ async def test_watch_streams_rate_and_eta_when_the_source_knows_its_total(
 
     running = [u for u in updates if u.state == RUNNING and u.progress.HasField("eta")]
     assert running, "a RUNNING update with an ETA"
-    assert {update.progress.total_estimate for update in running} == {3000}
-    assert all(update.progress.records_per_second > 0 for update in running)
-    etas = [update.progress.eta.ToTimedelta().total_seconds() for update in running]
-    assert all(0 <= eta < 5 for eta in etas)
+    for update in running:
+        progress = update.progress
+        assert progress.total_estimate == 3000
+        assert progress.records_per_second > 0
+        left = (progress.total_estimate - progress.records_seen) / progress.records_per_second
+        assert progress.eta.ToTimedelta().total_seconds() == pytest.approx(left, abs=1e-3)
     assert updates[-1].state == SUCCEEDED
     assert not updates[-1].progress.HasField("eta")
 
