@@ -21,8 +21,9 @@ above `certstore` sees one.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Final
 
@@ -167,6 +168,11 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # SQLite has one writer at a time. Threads of this process queue for it here,
+        # woken the moment it is free, instead of in SQLite's busy handler, which
+        # sleeps for up to 100 ms between tries; other processes still meet
+        # `busy_timeout`.
+        self._sqlite_writer = threading.RLock() if engine.dialect.name == "sqlite" else None
 
     @classmethod
     def from_url(cls, url: str) -> Database:
@@ -201,17 +207,18 @@ class Database:
                 the SQLAlchemy exception is chained as the cause. Exceptions raised by
                 the block itself pass through unchanged after the rollback.
         """
-        session = self._sessions()
-        try:
-            if self.dialect_name == "sqlite":
-                begin = "BEGIN" if readonly else "BEGIN IMMEDIATE"
-                session.connection(execution_options={_SQLITE_BEGIN_OPTION: begin})
-            yield session
-            session.commit()
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {describe_error(exc)}") from exc
-        finally:
-            _close_quietly(session)
+        with nullcontext() if readonly else self._writing():
+            session = self._sessions()
+            try:
+                if self.dialect_name == "sqlite":
+                    begin = "BEGIN" if readonly else "BEGIN IMMEDIATE"
+                    session.connection(execution_options={_SQLITE_BEGIN_OPTION: begin})
+                yield session
+                session.commit()
+            except SQLAlchemyError as exc:
+                raise StoreError(f"database error: {describe_error(exc)}") from exc
+            finally:
+                _close_quietly(session)
 
     @contextmanager
     def core_transaction(self) -> Iterator[Connection]:
@@ -220,11 +227,29 @@ class Database:
 
         Raises `StoreError` as `transaction()` does.
         """
+        with self._writing():
+            try:
+                with self._engine.begin() as connection:
+                    yield connection
+            except SQLAlchemyError as exc:
+                raise StoreError(f"database error: {describe_error(exc)}") from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold this process's SQLite write turn (nothing on PostgreSQL).
+
+        Raises `StoreError` when the turn does not come within the busy timeout.
+        """
+        lock = self._sqlite_writer
+        if lock is None:
+            yield
+            return
+        if not lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise StoreError("database error: the SQLite database stayed locked by a writer")
         try:
-            with self._engine.begin() as connection:
-                yield connection
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {describe_error(exc)}") from exc
+            yield
+        finally:
+            lock.release()
 
     def ping(self) -> bool:
         """Return whether the database answers a trivial query. Never raises."""

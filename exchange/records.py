@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -125,20 +126,29 @@ def _fast_path_ok(value: Any) -> bool:
     if isinstance(value, int):
         return abs(value) <= MAX_SAFE_INTEGER
     if isinstance(value, dict):
-        return all(isinstance(k, str) and (k.isascii() or _bmp_only(k)) for k in value) and all(
-            _fast_path_ok(v) for v in value.values()
-        )
+        for key, item in value.items():
+            if not (isinstance(key, str) and (key.isascii() or _bmp_only(key))):
+                return False
+            if not _fast_path_ok(item):
+                return False
+        return True
     if isinstance(value, list):
-        return all(_fast_path_ok(v) for v in value)
+        return all(map(_fast_path_ok, value))
     return False
 
 
+# A surrogate code point in a str is always unpaired: JSON cannot carry it as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Object keys beyond the BMP sort differently by code point and by UTF-16 code unit.
+_SURROGATE_OR_ASTRAL = re.compile("[\ud800-\udfff\U00010000-\U0010ffff]")
+
+
 def _bmp_only(text: str) -> bool:
-    return all(ord(c) < 0xD800 or 0xE000 <= ord(c) <= 0xFFFF for c in text)
+    return _SURROGATE_OR_ASTRAL.search(text) is None
 
 
 def _has_lone_surrogate(text: str) -> bool:
-    return not text.isascii() and any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def content_hash(fields: Mapping[str, JsonValue]) -> str:

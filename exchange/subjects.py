@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import operator
 import re
 import string
 import unicodedata
@@ -124,7 +125,7 @@ def id_card_check_char(body17: str) -> str:
     """
     if len(body17) != 17 or not _DIGITS.issuperset(body17):
         raise InvalidKey(KeyKind.ID_CARD, "check character needs exactly 17 digits")
-    total = sum(int(char) * weight for char, weight in zip(body17, _ID_WEIGHTS, strict=True))
+    total = sum(map(operator.mul, map(int, body17), _ID_WEIGHTS))
     return _ID_CHECK_BY_REMAINDER[total % 11]
 
 
@@ -227,9 +228,10 @@ def _parse_id_card(value: str, today: datetime.date) -> str:
             kind,
             f"must be 18 characters (or 15 for the GB 11643-1989 form), got {len(value)}",
         )
-    for position, char in enumerate(value[:17], start=1):
-        if char not in _DIGITS:
-            raise InvalidKey(kind, f"character {char!r} at position {position} must be a digit")
+    if not _DIGITS.issuperset(value[:17]):
+        for position, char in enumerate(value[:17], start=1):
+            if char not in _DIGITS:
+                raise InvalidKey(kind, f"character {char!r} at position {position} must be a digit")
     given_check = value[17]
     if given_check not in _ID_CHECK_CHARS:
         raise InvalidKey(

@@ -26,6 +26,12 @@ log = structlog.get_logger("tongban.exchange")
 
 MAX_RECORD_TYPES = 64
 
+# SOURCE_OUTCOME_OK → "OK", as the audit trail records outcomes.
+_OUTCOME_NAMES = {
+    number: name.removeprefix("SOURCE_OUTCOME_")
+    for name, number in common_pb2.SourceOutcome.items()
+}
+
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -118,7 +124,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         request_id = str(structlog.contextvars.get_contextvars().get("request_id", ""))
         await self._refuse_unless_allowed(caller, grant, subject, requested, purpose, request_id)
         wanted = requested or tuple(self.hub.settings.record_types)
-        types = [t for t in wanted if t in grant.readable_types(wanted)]
+        types = grant.readable_types(wanted)
         router = self.hub.router
         results = await router.lookup(subject, types, purpose, deadline=deadline) if types else []
         answers = await self._answers(subject, results, staleness)
@@ -172,9 +178,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
                     purpose.case_id,
                     purpose.reason,
                     {
-                        status.adapter_id: common_pb2.SourceOutcome.Name(
-                            status.outcome
-                        ).removeprefix("SOURCE_OUTCOME_")
+                        status.adapter_id: _OUTCOME_NAMES[status.outcome]
                         for status in response.sources
                     },
                     request_id,
@@ -203,7 +207,8 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         problem = None
         if not grant.allows_reason(purpose.reason):
             problem = "this reason is not among the purposes your access policy allows"
-        forbidden = [t for t in requested if t not in grant.readable_types(requested)]
+        readable = set(grant.readable_types(requested))
+        forbidden = [t for t in requested if t not in readable]
         if forbidden:
             problem = f"your access policy does not allow reading {', '.join(forbidden)}"
         if problem is None:
