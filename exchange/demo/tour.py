@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from rich.table import Table
 
 from exchange.demo.launcher import ADAPTER_IDS, DemoWorld
 from exchange.demo.story import STORY_PURPOSE, LookupStory
+from exchange.errors import ConfigError
 from exchange.generated import (
     audit_pb2,
     audit_pb2_grpc,
@@ -211,20 +213,18 @@ class Tour:
             TextColumn("{task.fields[rate]:>8} rec/s"),
             TimeRemainingColumn(),
         )
-        fastest = 0.0
         with Progress(*columns, console=self.console) as progress:
             task = progress.add_task(job.adapter_id, total=None, rate="-")
             async for update in sync.Watch(
                 sync_pb2.SyncServiceWatchRequest(job_id=job.job_id), timeout=120
             ):
                 job = update.job
-                fastest = max(fastest, job.progress.records_per_second)
                 done = job.progress.records_seen
                 progress.update(
                     task,
                     completed=done,
                     total=job.progress.total_estimate or (done if job.finished_at else None),
-                    rate=f"{fastest:,.0f}",
+                    rate=f"{_shown_rate(job):,.0f}",
                 )
         state = sync_pb2.SyncJobState.Name(job.state).removeprefix("SYNC_JOB_STATE_")
         p = job.progress
@@ -262,6 +262,43 @@ class Tour:
         await self.channel.close(None)
 
 
+DEMO_MARKER = ".tongban-demo"
+# What a run leaves in its folder; a folder holding only these (an earlier version of
+# the demo wrote no marker) is a demo's too.
+DEMO_ENTRIES = frozenset(
+    {DEMO_MARKER, "departments", "hub", "licence.jws", "licence-qr.png", "trust", "trust-refreshed"}
+)
+
+
+def _fresh_folder(folder: Path) -> None:
+    """Empty `folder` (made by an earlier demo) or create it: each run tells the story
+    from the beginning, on a new world and a new store.
+
+    Raises `ConfigError` when `folder` holds files no demo made: they are not deleted.
+    """
+    if folder.is_dir() and any(folder.iterdir()):
+        if not {entry.name for entry in folder.iterdir()} <= DEMO_ENTRIES:
+            raise ConfigError(
+                "--data-dir",
+                f"{folder} holds files the demo did not make; name a new or empty folder "
+                "(the demo empties its folder at every start)",
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DEMO_MARKER).write_text(
+        "made by `tongban demo`, which empties this folder at every start\n", encoding="utf-8"
+    )
+
+
+def _shown_rate(job: sync_pb2.SyncJob) -> float:
+    """The job's current rate while it runs; once it ended, its average over the run."""
+    if job.HasField("started_at") and job.HasField("finished_at"):
+        took = (job.finished_at.ToDatetime() - job.started_at.ToDatetime()).total_seconds()
+        if took > 0:
+            return job.progress.records_seen / took
+    return job.progress.records_per_second
+
+
 def demo_settings(demo: DemoWorld, folder: Path, http_port: int) -> Any:
     """Hub settings for the world: its adapters, the licence type, the public page."""
     issuer = next(a for a in demo.adapter_settings() if a["id"] == ADAPTER_IDS["business"])
@@ -294,7 +331,7 @@ async def run_tour(
 ) -> None:
     """Start the world and a hub in `folder`, tell the story, stop everything."""
     console = console or Console()
-    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(_fresh_folder, folder)
     console.print(Rule("Tongban demo: 通办, handled in one place"))
     console.print("starting four department systems, each its own process ...")
     with DemoWorld(folder / "departments", residents=residents, companies=companies) as demo:

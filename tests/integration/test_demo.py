@@ -11,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from exchange.demo.tour import run_tour
+from exchange.errors import ConfigError
 
 TONGBAN = str(Path(sys.executable).parent / "tongban")
 SMALL_WORLD = ("--residents", "300", "--companies", "30")
@@ -34,10 +36,14 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-async def test_the_tour_tells_every_step(tmp_path):
+async def tell(folder: Path) -> str:
     out = io.StringIO()
-    await run_tour(tmp_path, console=Console(file=out, width=140), residents=300, companies=30)
-    told = out.getvalue()
+    await run_tour(folder, console=Console(file=out, width=140), residents=300, companies=30)
+    return out.getvalue()
+
+
+async def test_the_tour_tells_every_step(tmp_path):
+    told = await tell(tmp_path)
     steps = [
         "One lookup, four departments",
         "A legacy organization code finds the company",
@@ -62,6 +68,22 @@ async def test_the_tour_tells_every_step(tmp_path):
     assert "LOOKUP PARTIAL" in told
     assert (tmp_path / "licence-qr.png").stat().st_size > 1000
     assert processes_mentioning(str(tmp_path)) == []
+
+    # Run again in the same folder: the same story on a new world, not the last one's
+    # (whose licence is revoked already and whose access report would double).
+    again = await tell(tmp_path)
+    assert "demo finished" in again
+    assert again.count("LOOKUP ") == told.count("LOOKUP ")
+    assert again.count("\nVALID") == 1
+
+
+async def test_a_folder_the_demo_did_not_make_is_left_alone(tmp_path):
+    keep = tmp_path / "notes.txt"
+    keep.write_text("mine")
+    with pytest.raises(ConfigError, match="holds files the demo did not make"):
+        await tell(tmp_path)
+    assert keep.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_keep_running_stays_up_until_ctrl_c(tmp_path):
