@@ -117,12 +117,18 @@ class HubServer:
         )
         self.health = health_aio.HealthServicer()
         self._add_services()
-        if hub.settings.server.mode == "production":
-            self.port = self.server.add_secure_port(listen, server_credentials(hub.settings))
-        else:
-            self.port = self.server.add_insecure_port(listen)
+        try:
+            if hub.settings.server.mode == "production":
+                self.port = self.server.add_secure_port(listen, server_credentials(hub.settings))
+            else:
+                self.port = self.server.add_insecure_port(listen)
+        except RuntimeError:  # grpc's "Failed to bind"
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {listen}")
+            raise ConfigError(
+                "server.listen",
+                f"cannot listen on {listen}: the address is in use or not this host's",
+            )
         self.listen = listen
         self._probe: asyncio.Task[None] | None = None
         self.sync: SyncNode | None = None
@@ -160,7 +166,13 @@ class HubServer:
         self.sync.start()
         await self.server.start()
         if self.http_listen is not None:
-            http_port = await self.web.start(self.http_listen)
+            try:
+                http_port = await self.web.start(self.http_listen)
+            except OSError as exc:
+                await self.stop(grace=0)
+                raise ConfigError(
+                    "http.listen", f"cannot listen on {self.http_listen}: {exc.strerror or exc}"
+                ) from exc
             log.info("http serving", listen=self.http_listen, port=http_port)
         await self.report_health()
         self._probe = asyncio.create_task(self._probe_forever())

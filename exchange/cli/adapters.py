@@ -96,7 +96,10 @@ def list_adapters(hub: HubOption = "127.0.0.1:50051") -> None:
 def register(
     file: Annotated[
         Path,
-        typer.Argument(help="TOML file declaring one adapter, as a config [[adapters]] entry."),
+        typer.Argument(
+            help="TOML file declaring one adapter: one \\[\\[adapters]] entry as in the "
+            "configuration, or the same keys at the top level."
+        ),
     ],
     hub: HubOption = "127.0.0.1:50051",
 ) -> None:
@@ -105,6 +108,11 @@ def register(
         declaration = tomllib.loads(file.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(str(file), f"cannot read the declaration: {exc}") from exc
+    entries = declaration.get("adapters")
+    if isinstance(entries, list):
+        if len(entries) != 1 or len(declaration) != 1:
+            raise ConfigError(str(file), "declare exactly one [[adapters]] entry and nothing else")
+        declaration = entries[0]
     answer = _call(
         hub, "Register", adapters_pb2.RegisterRequest(spec=spec_from_declaration(declaration))
     )

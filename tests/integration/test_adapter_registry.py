@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import pytest
@@ -192,3 +196,56 @@ async def test_heartbeat_for_an_unknown_adapter_is_not_found(hub_channel):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await registry.Heartbeat(adapters_pb2.HeartbeatRequest(adapter_id="nobody"))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+DECLARATION = """
+id = "county.population"
+kind = "python"
+department = "县公安局"
+department_uscc = "11320100MB0000000J"
+serves = [{ record_type = "population.resident", key_kinds = ["ID_CARD"] }]
+options = { entry_point = "demo-population" }
+"""
+
+
+async def tongban(*args: str) -> subprocess.CompletedProcess[str]:
+    # In a thread: the hub under test answers on this test's event loop meanwhile.
+    command = [str(Path(sys.executable).parent / "tongban"), *args]
+    wide = {**os.environ, "COLUMNS": "200"}  # tables unwrapped
+    return await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=60, check=False, env=wide
+    )
+
+
+@pytest.mark.parametrize("shape", ["top-level keys", "one [[adapters]] entry"])
+async def test_cli_registers_lists_and_removes_an_adapter(start_hub, tmp_path, shape):
+    server = await start_hub()
+    hub = f"127.0.0.1:{server.port}"
+    body = DECLARATION if shape == "top-level keys" else "[[adapters]]" + DECLARATION
+    declaration = tmp_path / "county.toml"
+    declaration.write_text(body, encoding="utf-8")
+
+    registered = await tongban("adapters", "register", str(declaration), "--hub", hub)
+    listed = await tongban("adapters", "list", "--hub", hub)
+    removed = await tongban("adapters", "remove", "county.population", "--hub", hub)
+    after = await tongban("adapters", "list", "--hub", hub)
+
+    assert registered.stdout.strip() == "registered county.population", registered.stderr
+    assert "county.population" in listed.stdout
+    assert removed.stdout.strip() == "removed county.population", removed.stderr
+    assert "county.population" not in after.stdout
+    assert "psb.population" in after.stdout
+
+
+async def test_cli_refuses_a_file_of_two_adapters_in_one_line(start_hub, tmp_path):
+    server = await start_hub()
+    declaration = tmp_path / "two.toml"
+    declaration.write_text(("[[adapters]]" + DECLARATION) * 2, encoding="utf-8")
+    result = await tongban(
+        "adapters", "register", str(declaration), "--hub", f"127.0.0.1:{server.port}"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"tongban: configuration error: {declaration}: "
+        "declare exactly one [[adapters]] entry and nothing else"
+    )

@@ -146,6 +146,23 @@ def test_bad_configuration_stops_the_start_with_one_line(hub_env, variable, valu
     assert lines[0].startswith(f"tongban: configuration error: {setting}")
 
 
+@pytest.mark.parametrize("taken", ["server.listen", "http.listen"])
+def test_a_port_already_taken_stops_the_start_with_one_line(hub_env, taken):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = f"127.0.0.1:{holder.getsockname()[1]}"
+        listen = busy if taken == "server.listen" else f"127.0.0.1:{free_port()}"
+        if taken == "http.listen":
+            hub_env["TONGBAN_HTTP__LISTEN"] = busy
+        result = run("serve", "--config", str(EXAMPLE), "--listen", listen, env=hub_env)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"tongban: configuration error: {taken}: cannot listen on {busy}")
+    assert "Traceback" not in result.stderr
+    assert "never awaited" not in result.stderr
+
+
 def test_missing_config_file_is_one_line(hub_env, tmp_path):
     result = run("serve", "--config", str(tmp_path / "nope.toml"), env=hub_env)
     assert result.returncode == 2
