@@ -15,7 +15,7 @@ from adapters.base import Adapter
 from certstore.audit import AuditLog
 from certstore.database import Database
 from certstore.field_cipher import FieldCipher
-from certstore.migrate import upgrade
+from certstore.migrate import current, head, upgrade
 from certstore.records import RecordRepository
 from certstore.registrations import RegistrationRepository
 from exchange.audit import AuditTrail
@@ -23,7 +23,7 @@ from exchange.auth.identity import CallerResolver
 from exchange.auth.policy import AccessPolicy
 from exchange.catalog import AdapterCatalog
 from exchange.certificates.library import CertificateLibrary
-from exchange.errors import ConfigError
+from exchange.errors import ConfigError, StoreError
 from exchange.record_types import RecordTypes
 from exchange.record_writer import RecordWriter
 from exchange.routing import LookupRouter
@@ -58,6 +58,8 @@ class Hub:
         url = settings.database_url
         if settings.database.migrate_on_start:
             upgrade(url)
+        else:
+            _require_newest_schema(url)
         database = Database.from_url(url)
         catalog = AdapterCatalog(settings, RegistrationRepository(database))
         catalog.load(list(adapters) if adapters is not None else None)
@@ -148,3 +150,15 @@ def _record_cipher(settings: Settings) -> FieldCipher | None:
         except ValueError as exc:
             raise ConfigError(f"security.record_keys.{kid}", "not base64") from exc
     return FieldCipher(keys, security.active_record_key)
+
+
+def _require_newest_schema(url: str) -> None:
+    """Raises `StoreError` saying to run ``tongban db upgrade`` when the database at
+    `url` is not at the newest schema revision (`database.migrate_on_start` is off)."""
+    at, newest = current(url), head()
+    if at != newest:
+        found = "no Tongban schema" if at is None else f"schema revision {at}"
+        raise StoreError(
+            f"the database has {found}, this release needs {newest}: run "
+            "`tongban db upgrade` (database.migrate_on_start is off)"
+        )

@@ -6,13 +6,19 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-import grpc
 import typer
 from google.protobuf import struct_pb2
 from rich.console import Console
 from rich.table import Table
 
-from exchange.cli.client import HubCallError, HubOption
+from exchange.cli.client import (
+    DevTokenOption,
+    HubConnection,
+    HubOption,
+    TlsCaOption,
+    TlsCertOption,
+    TlsKeyOption,
+)
 from exchange.errors import ConfigError
 from exchange.generated import adapters_pb2, adapters_pb2_grpc, common_pb2
 
@@ -27,14 +33,8 @@ _KINDS = {
 }
 
 
-def _call(hub: str, method: str, request: Any) -> Any:
-    with grpc.insecure_channel(hub) as channel:
-        try:
-            return getattr(adapters_pb2_grpc.AdapterRegistryStub(channel), method)(
-                request, timeout=10
-            )
-        except grpc.RpcError as exc:
-            raise HubCallError(f"{exc.code().name}: {exc.details()}") from exc
+def _call(connection: HubConnection, method: str, request: Any) -> Any:
+    return connection.call(adapters_pb2_grpc.AdapterRegistryStub, method, request, timeout=10)
 
 
 def spec_from_declaration(declaration: dict[str, Any]) -> adapters_pb2.AdapterSpec:
@@ -69,9 +69,17 @@ def spec_from_declaration(declaration: dict[str, Any]) -> adapters_pb2.AdapterSp
 
 
 @app.command("list")
-def list_adapters(hub: HubOption = "127.0.0.1:50051") -> None:
+def list_adapters(
+    hub: HubOption = "127.0.0.1:50051",
+    dev_token: DevTokenOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+) -> None:
     """List adapters with their kind, origin, circuit state and last success."""
-    answer = _call(hub, "List", adapters_pb2.ListRequest())
+    answer = _call(
+        HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key), "List", adapters_pb2.ListRequest()
+    )
     table = Table(
         "id", "kind", "department", "origin", "circuit", "alive", "last success", "last error"
     )
@@ -102,6 +110,10 @@ def register(
         ),
     ],
     hub: HubOption = "127.0.0.1:50051",
+    dev_token: DevTokenOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """Register (or replace) an adapter at run time; the registration persists."""
     try:
@@ -114,7 +126,9 @@ def register(
             raise ConfigError(str(file), "declare exactly one [[adapters]] entry and nothing else")
         declaration = entries[0]
     answer = _call(
-        hub, "Register", adapters_pb2.RegisterRequest(spec=spec_from_declaration(declaration))
+        HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key),
+        "Register",
+        adapters_pb2.RegisterRequest(spec=spec_from_declaration(declaration)),
     )
     typer.echo(f"registered {answer.adapter.spec.adapter_id}")
 
@@ -123,7 +137,15 @@ def register(
 def remove(
     adapter_id: Annotated[str, typer.Argument(help="The adapter's id.")],
     hub: HubOption = "127.0.0.1:50051",
+    dev_token: DevTokenOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """Remove a run-time registration; records it already delivered stay in the store."""
-    _call(hub, "Deregister", adapters_pb2.DeregisterRequest(adapter_id=adapter_id))
+    _call(
+        HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key),
+        "Deregister",
+        adapters_pb2.DeregisterRequest(adapter_id=adapter_id),
+    )
     typer.echo(f"removed {adapter_id}")

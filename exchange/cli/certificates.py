@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-import grpc
 import segno
 import typer
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from rich.console import Console
 from rich.table import Column, Table
 
-from exchange.cli.client import HubCallError, HubOption
+from exchange.cli.client import (
+    DevTokenOption,
+    HubConnection,
+    HubOption,
+    TlsCaOption,
+    TlsCertOption,
+    TlsKeyOption,
+)
 from exchange.errors import ConfigError, InvalidRequest, TongbanError
 from exchange.generated import (
     certificates_pb2,
@@ -57,73 +62,9 @@ STATUS_FILE = "status-list.jws"
 ROOT_FILE = "root.jwk.json"
 JWKS_FILE = "jwks.json"
 DEFAULT_TRUST_DIR = Path("trust")
-CALL_SECONDS = 15.0
 
-DevTokenOption = Annotated[
-    str | None,
-    typer.Option(
-        "--dev-token",
-        envvar="TONGBAN_DEV_TOKEN",
-        help="Dev mode: act as the caller this token names (tongban ca dev-token).",
-    ),
-]
-TlsCaOption = Annotated[
-    Path | None,
-    typer.Option("--tls-ca", envvar="TONGBAN_TLS_CA", help="mTLS: the CA that signed the hub."),
-]
-TlsCertOption = Annotated[
-    Path | None,
-    typer.Option("--tls-cert", envvar="TONGBAN_TLS_CERT", help="mTLS: this client's certificate."),
-]
-TlsKeyOption = Annotated[
-    Path | None,
-    typer.Option("--tls-key", envvar="TONGBAN_TLS_KEY", help="mTLS: this client's private key."),
-]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept with the certificate).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")]
-
-
-@dataclass(frozen=True)
-class HubConnection:
-    """Where the hub is and how to call it (plaintext dev mode, or mTLS)."""
-
-    address: str
-    dev_token: str | None = None
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-
-    def channel(self) -> grpc.Channel:
-        """A channel to the hub.
-
-        Raises:
-            ConfigError: a TLS file cannot be read.
-        """
-        if self.tls_ca is None:
-            return grpc.insecure_channel(self.address)
-        try:
-            root = self.tls_ca.read_bytes()
-            key = self.tls_key.read_bytes() if self.tls_key else None
-            chain = self.tls_cert.read_bytes() if self.tls_cert else None
-        except OSError as exc:
-            raise ConfigError("--tls-*", f"cannot read a TLS file: {exc}") from exc
-        credentials = grpc.ssl_channel_credentials(root, key, chain)
-        return grpc.secure_channel(self.address, credentials)
-
-    def call(self, stub_type: Any, method: str, request: Any) -> Any:
-        """One unary call.
-
-        Raises:
-            HubCallError: the hub answered with an error status (code and details).
-        """
-        metadata = [("authorization", f"Bearer {self.dev_token}")] if self.dev_token else None
-        with self.channel() as channel:
-            try:
-                return getattr(stub_type(channel), method)(
-                    request, timeout=CALL_SECONDS, metadata=metadata
-                )
-            except grpc.RpcError as exc:
-                raise HubCallError(f"{exc.code().name}: {exc.details()}") from exc
 
 
 # --- reading arguments ----------------------------------------------------------------

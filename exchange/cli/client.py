@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import grpc
 import typer
@@ -10,17 +13,127 @@ from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
-from exchange.errors import TongbanError
+from exchange.errors import ConfigError, TongbanError
 from exchange.generated import common_pb2, exchange_pb2, exchange_pb2_grpc
 from exchange.subjects import KeyKind
 
+CALL_SECONDS = 15.0
+
+if TYPE_CHECKING:
+    _UnaryUnary = grpc.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStream = grpc.UnaryStreamClientInterceptor[Any, Any]
+else:
+    _UnaryUnary = grpc.UnaryUnaryClientInterceptor
+    _UnaryStream = grpc.UnaryStreamClientInterceptor
+
 HubOption = Annotated[
     str, typer.Option("--hub", envvar="TONGBAN_HUB", help="The hub's gRPC address HOST:PORT.")
+]
+DevTokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dev-token",
+        envvar="TONGBAN_DEV_TOKEN",
+        help="Dev mode: act as the caller this token names (tongban ca dev-token).",
+    ),
+]
+TlsCaOption = Annotated[
+    Path | None,
+    typer.Option("--tls-ca", envvar="TONGBAN_TLS_CA", help="mTLS: the CA that signed the hub."),
+]
+TlsCertOption = Annotated[
+    Path | None,
+    typer.Option("--tls-cert", envvar="TONGBAN_TLS_CERT", help="mTLS: this client's certificate."),
+]
+TlsKeyOption = Annotated[
+    Path | None,
+    typer.Option("--tls-key", envvar="TONGBAN_TLS_KEY", help="mTLS: this client's private key."),
 ]
 
 
 class HubCallError(TongbanError):
     """The hub answered a call with an error status."""
+
+
+@dataclass(frozen=True)
+class HubConnection:
+    """Where the hub is and how to call it (plaintext dev mode, or mTLS)."""
+
+    address: str
+    dev_token: str | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def channel(self) -> grpc.Channel:
+        """A channel to the hub; every call on it carries the dev token, if any.
+
+        Raises:
+            ConfigError: a TLS file cannot be read.
+        """
+        if self.tls_ca is None:
+            channel = grpc.insecure_channel(self.address)
+        else:
+            try:
+                root = self.tls_ca.read_bytes()
+                key = self.tls_key.read_bytes() if self.tls_key else None
+                chain = self.tls_cert.read_bytes() if self.tls_cert else None
+            except OSError as exc:
+                raise ConfigError("--tls-*", f"cannot read a TLS file: {exc}") from exc
+            credentials = grpc.ssl_channel_credentials(root, key, chain)
+            channel = grpc.secure_channel(self.address, credentials)
+        if self.dev_token:
+            return grpc.intercept_channel(channel, _Bearer(self.dev_token))
+        return channel
+
+    def call(self, stub_type: Any, method: str, request: Any, timeout: float = CALL_SECONDS) -> Any:
+        """One unary call.
+
+        Raises:
+            HubCallError: the hub answered with an error status (code and details).
+        """
+        with self.channel() as channel:
+            try:
+                return getattr(stub_type(channel), method)(request, timeout=timeout)
+            except grpc.RpcError as exc:
+                raise HubCallError(f"{exc.code().name}: {exc.details()}") from exc
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: Any
+
+
+class _Bearer(_UnaryUnary, _UnaryStream):
+    """Adds ``authorization: Bearer <dev token>`` to every call of a channel."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = (*(details.metadata or ()), self._header)
+        return _CallDetails(  # type: ignore[return-value]
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
+        return continuation(self._details(details), request)
 
 
 def lookup(
@@ -34,6 +147,10 @@ def lookup(
     hub: HubOption = "127.0.0.1:50051",
     deadline: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw answer as JSON.")] = False,
+    dev_token: DevTokenOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """Look up everything the hub's sources hold about one subject."""
     request = exchange_pb2.LookupRequest(
@@ -43,13 +160,8 @@ def lookup(
         record_types=types or [],
         purpose=common_pb2.Purpose(case_id=case, reason=reason),
     )
-    with grpc.insecure_channel(hub) as channel:
-        try:
-            response = exchange_pb2_grpc.ExchangeServiceStub(channel).Lookup(
-                request, timeout=deadline
-            )
-        except grpc.RpcError as exc:
-            raise HubCallError(f"{exc.code().name}: {exc.details()}") from exc
+    connection = HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key)
+    response = connection.call(exchange_pb2_grpc.ExchangeServiceStub, "Lookup", request, deadline)
     if as_json:
         typer.echo(json_format.MessageToJson(response, ensure_ascii=False))
         return

@@ -16,7 +16,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from exchange.cli.client import HubCallError, HubOption
+from exchange.cli.client import (
+    DevTokenOption,
+    HubCallError,
+    HubConnection,
+    HubOption,
+    TlsCaOption,
+    TlsCertOption,
+    TlsKeyOption,
+)
 from exchange.errors import TongbanError
 from exchange.generated import (
     adapters_pb2,
@@ -41,10 +49,16 @@ def _when(message: Any, field: str) -> str:
     return str(getattr(message, field).ToDatetime().isoformat(timespec="seconds"))
 
 
-def status(hub: HubOption = "127.0.0.1:50051") -> None:
+def status(
+    hub: HubOption = "127.0.0.1:50051",
+    dev_token: DevTokenOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+) -> None:
     """Print the hub's health, adapters, running sync jobs and signing keys."""
     console = Console()
-    with grpc.insecure_channel(hub) as channel:
+    with HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key).channel() as channel:
         try:
             health = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=TIMEOUT

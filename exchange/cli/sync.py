@@ -34,7 +34,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from exchange.cli.client import HubCallError, HubOption
+from exchange.cli.client import (
+    DevTokenOption,
+    HubCallError,
+    HubConnection,
+    HubOption,
+    TlsCaOption,
+    TlsCertOption,
+    TlsKeyOption,
+)
 from exchange.errors import ConfigError, FailedPrecondition, InvalidRequest, NotFound
 from exchange.generated import sync_pb2, sync_pb2_grpc
 from exchange.logs import configure_logging
@@ -479,12 +487,8 @@ def _stub(channel: grpc.Channel) -> sync_pb2_grpc.SyncServiceStub:
     return sync_pb2_grpc.SyncServiceStub(channel)
 
 
-def _call(hub: str, method: str, request: Any) -> Any:
-    with grpc.insecure_channel(hub) as channel:
-        try:
-            return getattr(_stub(channel), method)(request, timeout=10)
-        except grpc.RpcError as exc:
-            raise HubCallError(f"{exc.code().name}: {exc.details()}") from exc
+def _call(connection: HubConnection, method: str, request: Any) -> Any:
+    return connection.call(sync_pb2_grpc.SyncServiceStub, method, request, timeout=10)
 
 
 @app.command("start")
@@ -495,22 +499,38 @@ def start(
     ),
     watch_it: Annotated[bool, typer.Option("--watch", help="Follow it until it ends.")] = False,
     hub: HubOption = "127.0.0.1:50051",
+    dev_token: DevTokenOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """Ask a running hub to sync ADAPTER; one of its nodes runs the job."""
     mode = sync_pb2.SYNC_MODE_FULL if full else sync_pb2.SYNC_MODE_INCREMENTAL
-    answer = _call(hub, "Start", sync_pb2.SyncServiceStartRequest(adapter_id=adapter_id, mode=mode))
+    answer = _call(
+        HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key),
+        "Start",
+        sync_pb2.SyncServiceStartRequest(adapter_id=adapter_id, mode=mode),
+    )
     typer.echo(f"started sync job {answer.job.job_id} ({_mode_name(answer.job.mode)})")
     if watch_it:
-        watch(answer.job.job_id, hub)
+        watch(answer.job.job_id, hub, dev_token, tls_ca, tls_cert, tls_key)
 
 
 @app.command("status")
 def status(
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
     hub: HubOption = "127.0.0.1:50051",
+    dev_token: DevTokenOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """Show one job: state, progress, worker, error."""
-    job = _call(hub, "Get", sync_pb2.SyncServiceGetRequest(job_id=job_id)).job
+    job = _call(
+        HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key),
+        "Get",
+        sync_pb2.SyncServiceGetRequest(job_id=job_id),
+    ).job
     progress = job.progress
     table = Table(show_header=False)
     rows = [
@@ -554,6 +574,10 @@ def list_jobs(
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=200, help="At most this many.")] = 50,
     hub: HubOption = "127.0.0.1:50051",
+    dev_token: DevTokenOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """List sync jobs, newest first."""
     numbers = []
@@ -564,7 +588,7 @@ def list_jobs(
             known = ", ".join(state.value for state in JobState)
             raise InvalidRequest("--state", f"{name!r} is not one of {known}") from exc
     answer = _call(
-        hub,
+        HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key),
         "List",
         sync_pb2.SyncServiceListRequest(
             adapter_id=adapter_id or "", states=numbers, page_size=limit
@@ -592,9 +616,17 @@ def list_jobs(
 def cancel(
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
     hub: HubOption = "127.0.0.1:50051",
+    dev_token: DevTokenOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """Cancel a job; a running one stops at its next batch boundary, cursor committed."""
-    job = _call(hub, "Cancel", sync_pb2.SyncServiceCancelRequest(job_id=job_id)).job
+    job = _call(
+        HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key),
+        "Cancel",
+        sync_pb2.SyncServiceCancelRequest(job_id=job_id),
+    ).job
     state = _state_name(job.state)
     if state == JobState.RUNNING.value:
         typer.echo(f"sync job {job.job_id} stops at its next batch boundary")
@@ -606,11 +638,16 @@ def cancel(
 def watch(
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
     hub: HubOption = "127.0.0.1:50051",
+    dev_token: DevTokenOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """Follow a job's progress until it ends (a progress bar on a terminal)."""
     console = Console(stderr=True)
     last: SyncJob | None = None
-    with grpc.insecure_channel(hub) as channel, progress_view(console) as view:
+    connection = HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key)
+    with connection.channel() as channel, progress_view(console) as view:
         try:
             for answer in _stub(channel).Watch(sync_pb2.SyncServiceWatchRequest(job_id=job_id)):
                 last = _job_from_proto(answer.job)

@@ -16,6 +16,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from certstore.migrate import head
+
 ROOT = Path(__file__).resolve().parents[2]
 TONGBAN = str(Path(sys.executable).parent / "tongban")
 EXAMPLE = ROOT / "config" / "tongban.example.toml"
@@ -161,6 +163,18 @@ def test_a_port_already_taken_stops_the_start_with_one_line(hub_env, taken):
     assert last.startswith(f"tongban: configuration error: {taken}: cannot listen on {busy}")
     assert "Traceback" not in result.stderr
     assert "never awaited" not in result.stderr
+
+
+def test_a_hub_that_may_not_migrate_says_to_run_db_upgrade(hub_env):
+    hub_env["TONGBAN_DATABASE__MIGRATE_ON_START"] = "false"
+    result = run(
+        "serve", "--config", str(EXAMPLE), "--listen", f"127.0.0.1:{free_port()}", env=hub_env
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tongban: the database has no Tongban schema, this release needs {head()}: run "
+        "`tongban db upgrade` (database.migrate_on_start is off)"
+    )
 
 
 def test_missing_config_file_is_one_line(hub_env, tmp_path):
