@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -473,7 +474,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     try:
         return _layered(data)(**explicit)
     except ValidationError as exc:
-        raise _config_error(exc) from exc
+        raise _config_error(exc, overrides.keys()) from exc
 
 
 class _FileSource(PydanticBaseSettingsSource):
@@ -514,15 +515,48 @@ def _set_dotted(data: dict[str, Any], parts: list[str], value: Any) -> None:
     data[parts[-1]] = value
 
 
-def _config_error(exc: ValidationError) -> ConfigError:
+def _config_error(exc: ValidationError, flags: Collection[str] = ()) -> ConfigError:
+    """The first error of `exc` as one line naming the setting and where to change it.
+
+    `flags` are the dotted settings given as explicit overrides (command-line flags).
+    """
     first = exc.errors()[0]
     message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown setting"
     extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if not first["loc"]:
         # A rule across settings: its message names the settings involved.
         return ConfigError("configuration", f"{message}{extra}")
     setting = ".".join(str(p) for p in first["loc"])
-    env_name = ENV_PREFIX + "__".join(str(p) for p in first["loc"]).upper()
-    return ConfigError(setting, f"{message}{extra}; set it in the config file or {env_name}")
+    if first["type"] == "extra_forbidden":
+        return ConfigError(setting, f"unknown setting{extra}; check its name and section")
+    if setting in flags:
+        return ConfigError(setting, f"{message}{extra} (given on the command line)")
+    kind = _setting_kind(first["loc"])
+    if kind == "section":  # a rule of the section: its message says what to do
+        return ConfigError(setting, f"{message}{extra}")
+    where = "the config file"
+    if kind == "value":
+        where += " or " + ENV_PREFIX + "__".join(str(p) for p in first["loc"]).upper()
+    return ConfigError(setting, f"{message}{extra}; set it in {where}")
+
+
+def _setting_kind(loc: tuple[int | str, ...]) -> Literal["value", "section", "listed"]:
+    """What `loc` names: one value a ``TONGBAN_*`` variable can set, a whole section, or
+    something inside a list or table (variables have no positions or keys)."""
+    model: type[BaseModel] = Settings
+    for position, part in enumerate(loc):
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return "listed"
+        annotation = field.annotation
+        section = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+        if position == len(loc) - 1:
+            return "value" if section is None else "section"
+        if section is None:
+            return "listed"
+        model = section
+    return "listed"

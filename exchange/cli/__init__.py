@@ -41,7 +41,9 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        print(f"tongban: configuration error: {exc.message}", file=sys.stderr)
+        # A rule across settings names them in its message already.
+        text = exc.rule if exc.setting == "configuration" else exc.message
+        print(f"tongban: configuration error: {text}", file=sys.stderr)
         sys.exit(2)
     except TongbanError as exc:
         print(f"tongban: {exc.message}", file=sys.stderr)

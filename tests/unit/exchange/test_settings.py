@@ -134,6 +134,39 @@ def test_bad_environment_value_names_the_variable(monkeypatch):
     assert "TONGBAN_SERVER__SHUTDOWN_GRACE_SECONDS" in raised.value.message
 
 
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        ("[server]\nbogus = 1\n", {}, "server.bogus: unknown setting; check its name and section"),
+        (
+            "",
+            {"server.listen": "nowhere"},
+            "server.listen: must be HOST:PORT with a port in 1..65535, got 'nowhere' "
+            "(given on the command line)",
+        ),
+        (
+            '[record_types."x.y"]\n[[adapters]]\nid = "a"\nkind = "python"\ndepartment = "d"\n'
+            'department_uscc = "91350100M000100Y44"\n'
+            'serves = [{ record_type = "x.y", key_kinds = ["ID_CARD"] }]\n',
+            {},
+            "; set it in the config file",  # no variable reaches a list entry
+        ),
+        (
+            '[signing]\npassphrase_env = "TONGBAN_TEST_UNSET_PASSPHRASE"\n'
+            '[server]\nmode = "production"\n',
+            {},
+            "TONGBAN_TEST_UNSET_PASSPHRASE is not set",
+        ),
+    ],
+    ids=["unknown setting", "flag", "inside a list", "section rule"],
+)
+def test_each_error_says_where_the_value_came_from(tmp_path, text, overrides, message):
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), **overrides)
+    assert raised.value.message.endswith(message)
+    assert ("TONGBAN_" in raised.value.message) == ("TONGBAN_TEST" in message)
+
+
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         load_settings(tmp_path / "absent.toml")
