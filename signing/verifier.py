@@ -241,8 +241,12 @@ class StatusCheck:
             return _failed(self.name, f"status index {index} is outside the status list")
         revoked, suspended = status_list.status(index)
         if revoked or suspended:
+            # One bit stands for revoked and for superseded (replaced by a new version):
+            # the list cannot say which; the hub's online answer can.
             state = " and ".join(
-                word for word, on in (("revoked", revoked), ("suspended", suspended)) if on
+                word
+                for word, on in (("revoked or superseded", revoked), ("suspended", suspended))
+                if on
             )
             return _failed(self.name, f"certificate is {state} (status index {index})")
         return self._passed

@@ -541,6 +541,21 @@ def _read_presented(token_or_file: str) -> str:
     return token_or_file.strip()
 
 
+def _refuse_what_no_token_is(presented: str) -> None:
+    """Raises `InvalidRequest` for a certificate id (only the hub can look one up) and
+    for what looks like the name of a file that does not exist."""
+    try:
+        parse_certificate_id(presented)
+    except InvalidRequest:
+        pass
+    else:
+        raise InvalidRequest(
+            "TOKEN", "a certificate id is verified online: add --hub HOST:PORT, or pass its token"
+        )
+    if "/" in presented or Path(presented).suffix.lower() in {".jws", ".jwt", ".txt", ".json"}:
+        raise InvalidRequest("TOKEN", f"no such file: {presented}")
+
+
 def _load_fresh_or_expired(
     load: Any, kind: str, text: str, root: dict[str, Any], now: datetime, console: Console
 ) -> Any:
@@ -579,6 +594,8 @@ def verify(
     console = Console()
     presented = _read_presented(token_or_file)
     scanned = parse_qr_text(presented) if presented.startswith("http") else None
+    if hub is None and scanned is None and presented.count(".") != 2:
+        _refuse_what_no_token_is(presented)
     if hub is not None:
         valid = _verify_online(
             presented, HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key), console
@@ -595,7 +612,10 @@ def verify(
         root_jwk = json.loads(root.read_text(encoding="utf-8"))
         bundle_text = bundle.read_text(encoding="ascii").strip()
     except (OSError, ValueError) as exc:
-        raise ConfigError("--root/--bundle", f"cannot read the trust files: {exc}") from exc
+        raise ConfigError(
+            "--root/--bundle",
+            f"cannot read the trust files: {exc} (write them with `tongban trust export`)",
+        ) from exc
     try:
         trusted = _load_fresh_or_expired(
             TrustBundle.load, "trust bundle", bundle_text, root_jwk, now, console

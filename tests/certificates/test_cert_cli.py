@@ -16,6 +16,7 @@ from cert_testkit import AMR, COMPANY, EXAMPLE, LICENCE, licence_issue
 from typer.testing import CliRunner
 
 from exchange.cli import app
+from exchange.errors import InvalidRequest
 from exchange.generated import certificates_pb2_grpc
 from exchange.server import HubServer
 from exchange.settings import Settings
@@ -215,3 +216,24 @@ def _header(token: str) -> bytes:
     from signing.base64url import b64url_decode
 
     return b64url_decode(token.split(".")[0])
+
+
+@pytest.mark.parametrize(
+    ("presented", "says"),
+    [
+        ("licence.jws", "no such file: licence.jws"),
+        ("exports/licence.txt", "no such file: exports/licence.txt"),
+        (
+            "1.2.156.3005.2.11100000000013338W001.11320100MB1111116K.0IH1M10IJIZXPU40.001.I",
+            "a certificate id is verified online: add --hub",
+        ),
+    ],
+)
+def test_verify_says_what_it_was_given_when_that_is_no_token(
+    presented: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["verify", presented])
+    assert isinstance(result.exception, InvalidRequest)
+    assert says in result.exception.message
+    assert "INTEGRITY" not in result.output

@@ -225,9 +225,9 @@ def test_header_alg_must_be_the_keys(
 @pytest.mark.parametrize(
     ("revoked", "suspended", "reason"),
     [
-        (True, False, "certificate is revoked (status index 7)"),
+        (True, False, "certificate is revoked or superseded (status index 7)"),
         (False, True, "certificate is suspended (status index 7)"),
-        (True, True, "certificate is revoked and suspended (status index 7)"),
+        (True, True, "certificate is revoked or superseded and suspended (status index 7)"),
     ],
 )
 def test_status(
