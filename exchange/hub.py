@@ -55,12 +55,7 @@ class Hub:
         Raises `ConfigError` for an adapter that cannot be built and `StoreError`
         when the database cannot be reached or migrated.
         """
-        url = settings.database_url
-        if settings.database.migrate_on_start:
-            upgrade(url)
-        else:
-            _require_newest_schema(url)
-        database = Database.from_url(url)
+        database = open_store(settings)
         catalog = AdapterCatalog(settings, RegistrationRepository(database))
         catalog.load(list(adapters) if adapters is not None else None)
         log.info(
@@ -150,6 +145,21 @@ def _record_cipher(settings: Settings) -> FieldCipher | None:
         except ValueError as exc:
             raise ConfigError(f"security.record_keys.{kid}", "not base64") from exc
     return FieldCipher(keys, security.active_record_key)
+
+
+def open_store(settings: Settings) -> Database:
+    """The store named by `settings`: migrated first when `database.migrate_on_start` is
+    on, otherwise required to be at the newest schema already.
+
+    Raises `ConfigError` for an unsupported URL and `StoreError` when the database cannot
+    be reached or migrated, or is not at the newest schema.
+    """
+    url = settings.database_url
+    if settings.database.migrate_on_start:
+        upgrade(url)
+    else:
+        _require_newest_schema(url)
+    return Database.from_url(url)
 
 
 def _require_newest_schema(url: str) -> None:

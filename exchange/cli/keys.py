@@ -50,16 +50,11 @@ def check(
 
 def _key_manager(config: Path | None) -> tuple[KeyManager, Settings]:
     from certstore.certificates import CertificateStore
-    from certstore.database import Database
-    from certstore.migrate import upgrade
     from exchange.certificates.library import key_provider, status_list_uri
+    from exchange.hub import open_store
 
     settings = _settings(config)
-    if settings.database.migrate_on_start:
-        upgrade(settings.database_url)
-    store = CertificateStore(
-        Database.from_url(settings.database_url), status_list_uri=status_list_uri(settings)
-    )
+    store = CertificateStore(open_store(settings), status_list_uri=status_list_uri(settings))
     manager = KeyManager(
         store, key_provider(settings), algorithm=Algorithm(settings.signing.algorithm)
     )

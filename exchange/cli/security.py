@@ -129,8 +129,10 @@ def audit_verify(
 ) -> None:
     """Walk the audit chain and its signed checkpoints; exit 0 when intact, 1 naming the
     first tampered entry."""
+    from exchange.hub import open_store
+
     settings = _settings(config)
-    database = Database.from_url(settings.database_url)
+    database = open_store(settings)
     try:
         store = AuditLog(database)
         root_key = _root_public_key(database, root)

@@ -348,11 +348,11 @@ def deadletters(
     ] = False,
 ) -> None:
     """List ADAPTER's dead letters: rows a sync refused, with the reason."""
-    from certstore.database import Database
     from certstore.sync_jobs import SyncJobRepository
+    from exchange.hub import open_store
 
     settings = _settings(config)
-    database = Database.from_url(settings.database_url)
+    database = open_store(settings)
     try:
         letters = SyncJobRepository(database).dead_letters(
             adapter_id, states=() if show_all else (DeadLetterState.OPEN,), limit=limit
