@@ -334,7 +334,7 @@ async def run_tour(
     await asyncio.to_thread(_fresh_folder, folder)
     console.print(Rule("Tongban demo: 通办, handled in one place"))
     console.print("starting four department systems, each its own process ...")
-    with DemoWorld(folder / "departments", residents=residents, companies=companies) as demo:
+    with DemoWorld(folder, residents=residents, companies=companies) as demo:
         http_port = _free_port()
         settings = demo_settings(demo, folder, http_port)
         server = HubServer(Hub.open(settings), "127.0.0.1:0", f"127.0.0.1:{http_port}")
