@@ -1,4 +1,5 @@
-"""`tongban lookup`: the exchange client a hall platform or an operator runs."""
+"""How CLI commands reach a hub (address, mTLS client certificate, dev token), and
+`tongban lookup`: the exchange client a hall platform or an operator runs."""
 
 from __future__ import annotations
 
