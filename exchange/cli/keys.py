@@ -117,7 +117,11 @@ def generate_key(
         uscc = parse_key(KeyKind.USCC, issuer).value
         name = department or CertificateTypes(settings.certificate_types).issuers().get(uscc)
         if not name:
-            raise InvalidRequest("--department", f"no certificate type names issuer {uscc}")
+            raise InvalidRequest(
+                "--department",
+                f"no certificate type in the configuration names issuer {uscc}; "
+                "give the issuing department's name",
+            )
         key = manager.generate(uscc, name, _operator(), alg)
     typer.echo(f"generated and activated {_describe(key)}")
 

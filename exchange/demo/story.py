@@ -45,6 +45,11 @@ __all__ = ["STORY_PURPOSE", "LookupStory", "StoryOutcome", "run_lookup_story"]
 STORY_PURPOSE: Final = common_pb2.Purpose(
     case_id="NJ-XW-2024-000123", reason="企业开办一件事 / opening a business in one visit"
 )
+# The operator's checks that the stopped registry is back are lookups too, and the
+# access report shows them under their own purpose, not the clerk's case.
+RECOVERY_CHECK_PURPOSE: Final = common_pb2.Purpose(
+    case_id="OPS-RECOVERY-CHECK", reason="运维检查 / operator: is the population registry back?"
+)
 _OUTAGE_DEPARTMENT: Final = "population"
 
 
@@ -221,6 +226,7 @@ class LookupStory:
                 common_pb2.KEY_KIND_ID_CARD,
                 self.showcase.id_card,
                 record_types=["population.resident"],
+                purpose=RECOVERY_CHECK_PURPOSE,
             )
             if source_outcomes(response).get(ADAPTER_IDS[name]) == "OK":
                 break
@@ -248,11 +254,12 @@ class LookupStory:
         *,
         max_staleness: float = 0.0,
         record_types: list[str] | None = None,
+        purpose: common_pb2.Purpose = STORY_PURPOSE,
     ) -> tuple[exchange_pb2.LookupResponse, float]:
         request = exchange_pb2.LookupRequest(
             subject=common_pb2.SubjectKey(kind=kind, value=value),
             record_types=record_types or [],
-            purpose=STORY_PURPOSE,
+            purpose=purpose,
         )
         if max_staleness:
             request.max_staleness.CopyFrom(duration_pb2.Duration(seconds=int(max_staleness)))

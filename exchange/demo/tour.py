@@ -254,8 +254,9 @@ class Tour:
                 "\n".join(entry.record_types),
             )
         self.console.print(table)
-        if answer.entries:
-            self.console.print(f"purpose given: {answer.entries[0].purpose.reason}")
+        cases = {entry.purpose.case_id: entry.purpose.reason for entry in answer.entries}
+        for case_id, reason in cases.items():
+            self.console.print(f"purpose of {case_id}: {reason}")
 
     async def aclose(self) -> None:
         await self.story.aclose()
