@@ -9,10 +9,13 @@ dropped afterwards, so tests never see each other's rows and can run in parallel
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -83,3 +86,27 @@ def database(database_url: str) -> Iterator[Database]:
     db = Database.from_url(database_url)
     yield db
     db.dispose()
+
+
+TongbanCli = Callable[..., Awaitable[subprocess.CompletedProcess[str]]]
+
+
+@pytest.fixture
+def tongban_cli() -> TongbanCli:
+    """Run the `tongban` command (wide terminal, so tables are not wrapped) in a thread:
+    a hub under test answers on the test's event loop meanwhile."""
+    command = str(Path(sys.executable).parent / "tongban")
+    wide = {**os.environ, "COLUMNS": "200"}
+
+    async def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run,
+            [command, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=wide,
+        )
+
+    return run

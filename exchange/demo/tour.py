@@ -277,13 +277,14 @@ def _fresh_folder(folder: Path) -> None:
 
     Raises `ConfigError` when `folder` holds files no demo made: they are not deleted.
     """
-    if folder.is_dir() and any(folder.iterdir()):
-        if not {entry.name for entry in folder.iterdir()} <= DEMO_ENTRIES:
-            raise ConfigError(
-                "--data-dir",
-                f"{folder} holds files the demo did not make; name a new or empty folder "
-                "(the demo empties its folder at every start)",
-            )
+    held = {entry.name for entry in folder.iterdir()} if folder.is_dir() else set()
+    if not held <= DEMO_ENTRIES:
+        raise ConfigError(
+            "--data-dir",
+            f"{folder} holds files the demo did not make; name a new or empty folder "
+            "(the demo empties its folder at every start)",
+        )
+    if held:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DEMO_MARKER).write_text(

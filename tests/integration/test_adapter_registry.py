@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import grpc
 import pytest
@@ -208,27 +204,18 @@ options = { entry_point = "demo-population" }
 """
 
 
-async def tongban(*args: str) -> subprocess.CompletedProcess[str]:
-    # In a thread: the hub under test answers on this test's event loop meanwhile.
-    command = [str(Path(sys.executable).parent / "tongban"), *args]
-    wide = {**os.environ, "COLUMNS": "200"}  # tables unwrapped
-    return await asyncio.to_thread(
-        subprocess.run, command, capture_output=True, text=True, timeout=60, check=False, env=wide
-    )
-
-
 @pytest.mark.parametrize("shape", ["top-level keys", "one [[adapters]] entry"])
-async def test_cli_registers_lists_and_removes_an_adapter(start_hub, tmp_path, shape):
+async def test_cli_registers_lists_and_removes_an_adapter(start_hub, tmp_path, shape, tongban_cli):
     server = await start_hub()
     hub = f"127.0.0.1:{server.port}"
     body = DECLARATION if shape == "top-level keys" else "[[adapters]]" + DECLARATION
     declaration = tmp_path / "county.toml"
     declaration.write_text(body, encoding="utf-8")
 
-    registered = await tongban("adapters", "register", str(declaration), "--hub", hub)
-    listed = await tongban("adapters", "list", "--hub", hub)
-    removed = await tongban("adapters", "remove", "county.population", "--hub", hub)
-    after = await tongban("adapters", "list", "--hub", hub)
+    registered = await tongban_cli("adapters", "register", str(declaration), "--hub", hub)
+    listed = await tongban_cli("adapters", "list", "--hub", hub)
+    removed = await tongban_cli("adapters", "remove", "county.population", "--hub", hub)
+    after = await tongban_cli("adapters", "list", "--hub", hub)
 
     assert registered.stdout.strip() == "registered county.population", registered.stderr
     assert "county.population" in listed.stdout
@@ -237,11 +224,11 @@ async def test_cli_registers_lists_and_removes_an_adapter(start_hub, tmp_path, s
     assert "psb.population" in after.stdout
 
 
-async def test_cli_refuses_a_file_of_two_adapters_in_one_line(start_hub, tmp_path):
+async def test_cli_refuses_a_file_of_two_adapters_in_one_line(start_hub, tmp_path, tongban_cli):
     server = await start_hub()
     declaration = tmp_path / "two.toml"
     declaration.write_text(("[[adapters]]" + DECLARATION) * 2, encoding="utf-8")
-    result = await tongban(
+    result = await tongban_cli(
         "adapters", "register", str(declaration), "--hub", f"127.0.0.1:{server.port}"
     )
     assert result.returncode == 2

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import grpc
 import pytest
@@ -168,16 +164,9 @@ async def test_refused_calls_are_audited_and_the_chain_verifies(channel_for):
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-async def tongban(*args):
-    # In a thread: the hub under test answers on this test's event loop meanwhile.
-    command = [str(Path(sys.executable).parent / "tongban"), *args]
-    wide = {**os.environ, "COLUMNS": "200"}
-    return await asyncio.to_thread(
-        subprocess.run, command, capture_output=True, text=True, timeout=60, check=False, env=wide
-    )
-
-
-async def test_the_cli_reaches_a_production_hub_with_a_client_certificate(secure_hub, pki):
+async def test_the_cli_reaches_a_production_hub_with_a_client_certificate(
+    secure_hub, pki, tongban_cli
+):
     def tls(who):
         files = pki.clients[who]
         return [
@@ -186,10 +175,12 @@ async def test_the_cli_reaches_a_production_hub_with_a_client_certificate(secure
         ]  # fmt: skip
 
     lookup = ["lookup", "ID_CARD", PERSON.value, "--case", "C-7", "--reason", "企业开办", "--json"]
-    as_hall = await tongban(*lookup, *tls("hall"))
-    adapters_as_psb = await tongban("adapters", "list", *tls("psb"))
-    adapters_as_hall = await tongban("adapters", "list", *tls("hall"))
-    plaintext = await tongban(*lookup, "--hub", f"localhost:{secure_hub.port}", "--deadline", "2")
+    as_hall = await tongban_cli(*lookup, *tls("hall"))
+    adapters_as_psb = await tongban_cli("adapters", "list", *tls("psb"))
+    adapters_as_hall = await tongban_cli("adapters", "list", *tls("hall"))
+    plaintext = await tongban_cli(
+        *lookup, "--hub", f"localhost:{secure_hub.port}", "--deadline", "2"
+    )
 
     assert as_hall.returncode == 0, as_hall.stderr
     assert '"population.resident"' in as_hall.stdout
