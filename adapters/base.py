@@ -27,9 +27,9 @@ from tenacity import (
 )
 
 from adapters.resilience import CircuitBreaker, CircuitState, RetryPolicy
-from exchange.errors import AdapterError, AdapterTimeout, TongbanError
-from exchange.records import Purpose, SourceRecord
-from exchange.subjects import KeyKind, SubjectKey
+from domain.errors import AdapterError, AdapterTimeout, TongbanError
+from domain.records import Purpose, SourceRecord
+from domain.subjects import KeyKind, SubjectKey
 
 
 @dataclass(frozen=True)

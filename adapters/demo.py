@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from datetime import date
 
 from adapters.base import Adapter
-from exchange.records import Purpose, SourceRecord
-from exchange.subjects import KeyKind, SubjectKey
+from domain.records import Purpose, SourceRecord
+from domain.subjects import KeyKind, SubjectKey
 
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 _GIVEN = (

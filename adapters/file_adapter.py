@@ -33,9 +33,9 @@ from pydantic import Field, field_validator, model_validator
 
 from adapters.base import Adapter, AdapterSpec, Change, ChangeBatch, ChangeKind, Rejection
 from adapters.mapping import AdapterOptions, parse_options
-from exchange.errors import AdapterError
-from exchange.records import Purpose, SourceRecord
-from exchange.subjects import SubjectKey
+from domain.errors import AdapterError
+from domain.records import Purpose, SourceRecord
+from domain.subjects import SubjectKey
 
 __all__ = ["ExportIndex", "FileAdapter", "FileOptions"]
 

@@ -27,10 +27,10 @@ from pydantic import field_validator, model_validator
 
 from adapters.base import Adapter, AdapterSpec, Change, ChangeBatch, ChangeKind, Rejection
 from adapters.mapping import OptionsModel, parse_options, record_matches
-from exchange.errors import AdapterError, AdapterTimeout, InvalidKey
+from domain.errors import AdapterError, AdapterTimeout, InvalidKey
+from domain.records import Purpose, SourceRecord
+from domain.subjects import KeyKind, SubjectKey, mask_identifiers, parse_key
 from exchange.generated import adapters_pb2, adapters_pb2_grpc, common_pb2
-from exchange.records import Purpose, SourceRecord
-from exchange.subjects import KeyKind, SubjectKey, mask_identifiers, parse_key
 
 __all__ = ["GrpcAdapter", "GrpcOptions", "GrpcTlsOptions"]
 

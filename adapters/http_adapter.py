@@ -28,9 +28,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.base import Adapter, AdapterSpec, Change, ChangeBatch, ChangeKind, Rejection
 from adapters.mapping import AdapterOptions, OptionsModel, parse_options, record_matches
-from exchange.errors import AdapterError, AdapterTimeout
-from exchange.records import Purpose, SourceRecord
-from exchange.subjects import SubjectKey
+from domain.errors import AdapterError, AdapterTimeout
+from domain.records import Purpose, SourceRecord
+from domain.subjects import SubjectKey
 
 __all__ = ["HttpAdapter", "HttpChangesOptions", "HttpOptions", "HttpRequestTemplate"]
 

@@ -25,9 +25,9 @@ from typing import Any, Final, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from adapters.base import AdapterSpec, Change, ChangeKind, Rejection
-from exchange.errors import InvalidKey, InvalidRequest
-from exchange.records import SourceRecord
-from exchange.subjects import KeyKind, SubjectKey, mask_identifiers, parse_key
+from domain.errors import InvalidKey, InvalidRequest
+from domain.records import SourceRecord
+from domain.subjects import KeyKind, SubjectKey, mask_identifiers, parse_key
 
 __all__ = [
     "AdapterOptions",

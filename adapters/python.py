@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 
 from adapters.base import Adapter, AdapterSpec
-from exchange.errors import ConfigError
+from domain.errors import ConfigError
 
 ENTRY_POINT_GROUP = "tongban.adapters"
 

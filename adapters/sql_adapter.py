@@ -37,9 +37,9 @@ from sqlalchemy.types import NullType
 
 from adapters.base import Adapter, AdapterSpec, Change, ChangeBatch, Rejection
 from adapters.mapping import AdapterOptions, OptionsModel, parse_options, record_matches
-from exchange.errors import AdapterError, InvalidRequest
-from exchange.records import Purpose, SourceRecord
-from exchange.subjects import SubjectKey, mask_identifiers
+from domain.errors import AdapterError, InvalidRequest
+from domain.records import Purpose, SourceRecord
+from domain.subjects import SubjectKey, mask_identifiers
 
 __all__ = ["SqlAdapter", "SqlChangesOptions", "SqlOptions"]
 

@@ -39,6 +39,7 @@ from bench.harness import Ratio, rate
 from certstore import migrate
 from certstore.audit import AuditLog
 from certstore.database import Database
+from domain.subjects import KeyKind, parse_key
 from exchange.audit import AuditTrail
 from exchange.auth.policy import Caller
 from exchange.certificates.library import CertificateLibrary
@@ -52,7 +53,6 @@ from exchange.generated import (
 )
 from exchange.logs import configure_logging
 from exchange.settings import load_settings
-from exchange.subjects import KeyKind, parse_key
 from signing import TYP_CERTIFICATE, StatusList, TrustBundle, Verifier, parse_compact
 from signing.base64url import b64url_decode
 

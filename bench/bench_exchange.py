@@ -18,13 +18,13 @@ import grpc
 
 from adapters.base import Adapter, AdapterSpec
 from bench.harness import Ratio
+from domain.records import Purpose, SourceRecord
+from domain.subjects import KeyKind, SubjectKey
 from exchange.generated import common_pb2, exchange_pb2, exchange_pb2_grpc
 from exchange.hub import Hub
 from exchange.logs import configure_logging
-from exchange.records import Purpose, SourceRecord
 from exchange.server import HubServer
 from exchange.settings import RecordTypeSettings, load_settings
-from exchange.subjects import KeyKind, SubjectKey
 
 RECORD_TYPE = "population.resident"
 FIELDS = {

@@ -43,11 +43,11 @@ from bench.harness import Ratio
 from certstore import migrate
 from certstore.database import Database
 from certstore.sync_jobs import SyncJobRepository
+from domain.subjects import KeyKind, id_card_check_char
+from domain.sync_jobs import SyncMode
 from exchange.logs import configure_logging
 from exchange.record_types import RecordTypes
 from exchange.settings import RecordTypeSettings, SyncSettings
-from exchange.subjects import KeyKind, id_card_check_char
-from exchange.sync.jobs import SyncMode
 from exchange.sync.runner import SyncRunner
 
 RATE_ROWS = 100_000

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from certstore.database import Database
 from certstore.models import ID_TYPE, JSON_TYPE, Base
-from exchange.records import canonical_json
+from domain.records import canonical_json
 
 GENESIS = "0" * 64
 VERIFY_BATCH = 5000

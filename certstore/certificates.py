@@ -31,7 +31,7 @@ from certstore.certificate_models import (
     SigningKeyRow,
 )
 from certstore.database import Database, insert_for
-from exchange.errors import FailedPrecondition, NotFound
+from domain.errors import FailedPrecondition, NotFound
 from signing import TYP_CERTIFICATE, Algorithm, Certificate, KeyStatus, parse_compact
 
 __all__ = [

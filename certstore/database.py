@@ -34,7 +34,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from exchange.errors import ConfigError, StoreError
+from domain.errors import ConfigError, StoreError
 
 __all__ = [
     "DEFAULT_SQLITE_FILENAME",

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from exchange.errors import ConfigError, StoreError
+from domain.errors import ConfigError, StoreError
 
 SEALED = "$sealed"
 ALGORITHM = "A256GCM"

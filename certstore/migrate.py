@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
 from certstore.database import create_engine_for, describe_error
-from exchange.errors import StoreError
+from domain.errors import StoreError
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "current", "downgrade", "head", "upgrade"]
 

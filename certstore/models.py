@@ -1,7 +1,7 @@
 """The store's tables, portable across SQLite and PostgreSQL.
 
 ORM classes here are private to `certstore`: repositories translate rows to the domain
-objects of `exchange.records` and back. Every schema change needs a migration in
+objects of `domain.records` and back. Every schema change needs a migration in
 `certstore/migrations/versions/`; a test checks that the migrated schema matches these
 models on both dialects.
 

@@ -24,9 +24,9 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from certstore.database import Database, insert_for
 from certstore.field_cipher import FieldCipher, record_context
 from certstore.models import RecordKeyRow, RecordRow
-from exchange.errors import StoreError
-from exchange.records import SourceRecord, StoredRecord, canonical_json
-from exchange.subjects import KeyKind, SubjectKey
+from domain.errors import StoreError
+from domain.records import SourceRecord, StoredRecord, canonical_json
+from domain.subjects import KeyKind, SubjectKey
 
 __all__ = ["UPSERT_BATCH_SIZE", "RecordBatch", "RecordRepository", "upsert_records_in"]
 
@@ -398,7 +398,7 @@ def prepare_records(
                 {"kind": key.kind.value, "value": key.value} for key in record.related_subjects
             ],
             "fields": _JsonText(canonical.decode()),
-            # = exchange.records.content_hash(fields), from the one serialization.
+            # = domain.records.content_hash(fields), from the one serialization.
             "content_hash": "sha256:" + hashlib.sha256(canonical).hexdigest(),
             "fetched_at": fetched_at,
             "source_updated_at": None if updated_at is None else _utc("updated_at", updated_at),

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from certstore.database import Database, insert_for
 from certstore.models import AdapterRegistrationRow
-from exchange.errors import NotFound
+from domain.errors import NotFound
 
 ORIGIN_CONFIG = "config"
 ORIGIN_REGISTERED = "registered"

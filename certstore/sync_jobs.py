@@ -43,10 +43,10 @@ from certstore.records import (
     write_changed_records_in,
 )
 from certstore.sync_models import DeadLetterRow, SeenRecordRow, SyncJobRow
-from exchange.errors import FailedPrecondition, InvalidRequest, NotFound
-from exchange.records import SourceRecord
-from exchange.subjects import mask_identifiers
-from exchange.sync.jobs import (
+from domain.errors import FailedPrecondition, InvalidRequest, NotFound
+from domain.records import SourceRecord
+from domain.subjects import mask_identifiers
+from domain.sync_jobs import (
     BatchOutcome,
     DeadLetter,
     DeadLetterDraft,

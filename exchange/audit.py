@@ -23,10 +23,10 @@ from typing import Any
 import structlog
 
 from certstore.audit import AuditEntry, AuditLog
+from domain.errors import StoreError, TongbanError
+from domain.records import canonical_json
+from domain.subjects import SubjectKey
 from exchange.auth.policy import Caller
-from exchange.errors import StoreError, TongbanError
-from exchange.records import canonical_json
-from exchange.subjects import SubjectKey
 from signing.jws import sign_compact, verify_compact
 from signing.keys import PublicKey, SigningKey
 

@@ -24,7 +24,7 @@ from certstore.registrations import (
     Registration,
     RegistrationRepository,
 )
-from exchange.errors import FailedPrecondition, InvalidRequest, TongbanError
+from domain.errors import FailedPrecondition, InvalidRequest, TongbanError
 from exchange.settings import AdapterSettings, Settings
 
 log = structlog.get_logger("tongban.catalog")

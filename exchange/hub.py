@@ -18,12 +18,12 @@ from certstore.field_cipher import FieldCipher
 from certstore.migrate import current, head, upgrade
 from certstore.records import RecordRepository
 from certstore.registrations import RegistrationRepository
+from domain.errors import ConfigError, StoreError
 from exchange.audit import AuditTrail
 from exchange.auth.identity import CallerResolver
 from exchange.auth.policy import AccessPolicy
 from exchange.catalog import AdapterCatalog
 from exchange.certificates.library import CertificateLibrary
-from exchange.errors import ConfigError, StoreError
 from exchange.record_types import RecordTypes
 from exchange.record_writer import RecordWriter
 from exchange.routing import LookupRouter

@@ -18,8 +18,8 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
+from domain.errors import InvalidRequest, PermissionDenied, TongbanError
 from exchange.auth.gate import Gate
-from exchange.errors import InvalidRequest, PermissionDenied, TongbanError
 from exchange.metrics import RPC_LATENCY
 from exchange.status import internal_status, status_code_for, to_status
 

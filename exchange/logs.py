@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from exchange.subjects import mask_identifiers
+from domain.subjects import mask_identifiers
 
 
 def _mask(value: Any) -> Any:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
-from exchange.records import MAX_SAFE_INTEGER, SourceRecord
+from domain.records import MAX_SAFE_INTEGER, SourceRecord
 from exchange.settings import RecordTypeSettings
 
 

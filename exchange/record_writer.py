@@ -23,7 +23,7 @@ from datetime import datetime
 import structlog
 
 from certstore.records import RecordBatch, RecordRepository
-from exchange.records import SourceRecord, StoredRecord
+from domain.records import SourceRecord, StoredRecord
 
 log = structlog.get_logger("tongban.records")
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from adapters.base import Adapter, CircuitOpen, Rejection
-from exchange.errors import AdapterError, AdapterTimeout
+from domain.errors import AdapterError, AdapterTimeout
+from domain.records import Purpose, SourceRecord
+from domain.subjects import SubjectKey
 from exchange.metrics import ADAPTER_ERRORS, ADAPTER_LATENCY
-from exchange.records import Purpose, SourceRecord
-from exchange.subjects import SubjectKey
 
 
 class SourceOutcome(enum.StrEnum):

@@ -14,9 +14,9 @@ from grpc_health.v1 import _async as health_aio  # the package's own aio service
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from domain.errors import ConfigError, TongbanError
 from exchange.audit import sign_checkpoint
 from exchange.auth.gate import Gate
-from exchange.errors import ConfigError, TongbanError
 from exchange.generated import (
     adapters_pb2,
     adapters_pb2_grpc,

@@ -26,9 +26,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from domain.errors import ConfigError, InvalidKey
+from domain.subjects import KeyKind, parse_key
 from exchange.auth.policy import ALL, PolicySettings
-from exchange.errors import ConfigError, InvalidKey
-from exchange.subjects import KeyKind, parse_key
 from exchange.sync.schedule import CronSchedule, parse_utc_offset
 
 ENV_PREFIX = "TONGBAN_"

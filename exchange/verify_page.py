@@ -15,9 +15,9 @@ from html import escape
 
 from aiohttp import web
 
+from domain.errors import InvalidKey, NotFound, TongbanError
+from domain.subjects import parse_key
 from exchange.certificates.verification import Presented, PresentedKind
-from exchange.errors import InvalidKey, NotFound, TongbanError
-from exchange.subjects import parse_key
 from signing import CheckName, Verdict
 
 VerifyFunction = Callable[[Presented], Awaitable[Verdict]]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from exchange.errors import TongbanError
+from domain.errors import TongbanError
 from signing.canonical import JSONObject, canonicalize
 from signing.errors import DocumentExpired, DocumentRollback, MalformedDocument, MalformedToken
 from signing.jws import sign_compact, verify_compact

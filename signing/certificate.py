@@ -32,7 +32,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import NamedTuple, NoReturn
 
-from exchange.errors import InvalidRequest
+from domain.errors import InvalidRequest
 from signing.canonical import JSONObject, JSONValue, canonicalize
 from signing.jws import TYP_CERTIFICATE, sign_compact
 from signing.keys import SigningKey

@@ -1,6 +1,6 @@
 """Errors raised by the signing core, all inside the project's one error tree.
 
-`exchange.errors` is the root; these subclasses only add what a caller of `signing/`
+`domain.errors` is the root; these subclasses only add what a caller of `signing/`
 needs to tell apart (a wrong passphrase from a malformed key file, an expired trust
 bundle from a forged one).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from exchange.errors import InvalidRequest, TongbanError, VerificationError
+from domain.errors import InvalidRequest, TongbanError, VerificationError
 
 
 class CanonicalizationError(InvalidRequest):

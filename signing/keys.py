@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-from exchange.errors import InvalidRequest
+from domain.errors import InvalidRequest
 from signing.base64url import b64url_decode, b64url_encode
 from signing.canonical import JSONValue, canonicalize
 from signing.errors import KeyMaterialError, SignatureInvalid, WrongPassphrase

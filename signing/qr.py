@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from exchange.errors import InvalidRequest
+from domain.errors import InvalidRequest
 
 QR_MAX_TOKEN_LENGTH = 2331
 _COMPACT_TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", re.ASCII)

@@ -23,7 +23,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
 
-from exchange.errors import FailedPrecondition, InvalidRequest
+from domain.errors import FailedPrecondition, InvalidRequest
 from signing import _root_signed
 from signing.base64url import b64url_decode, b64url_encode
 from signing.canonical import JSONObject

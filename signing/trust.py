@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
-from exchange.errors import (
+from domain.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidRequest,

@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Protocol
 
-from exchange.errors import InvalidRequest, TongbanError, VerificationError
+from domain.errors import InvalidRequest, TongbanError, VerificationError
 from signing.certificate import Certificate
 from signing.errors import SignatureInvalid
 from signing.jws import TYP_CERTIFICATE, CompactJWS, parse_compact

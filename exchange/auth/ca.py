@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from exchange.errors import ConfigError, InvalidRequest, NotFound
-from exchange.subjects import KeyKind, SubjectKey, parse_key
+from domain.errors import ConfigError, InvalidRequest, NotFound
+from domain.subjects import KeyKind, SubjectKey, parse_key
 
 ROLE_PREFIX = "urn:tongban:role:"
 SUBJECT_PREFIX = "urn:tongban:subject:"

@@ -10,10 +10,10 @@ from typing import Any
 
 import grpc
 
+from domain.errors import PermissionDenied, Unauthenticated
 from exchange.audit import AuditTrail
 from exchange.auth.identity import CallerResolver, current_caller, set_current_caller
 from exchange.auth.policy import AccessPolicy, Caller, Grant
-from exchange.errors import PermissionDenied, Unauthenticated
 
 UNIDENTIFIED = Caller(organization="?", system="unidentified")
 

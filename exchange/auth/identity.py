@@ -28,10 +28,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from domain.errors import InvalidKey, Unauthenticated
+from domain.subjects import SubjectKey, parse_key
 from exchange.auth.ca import ROLE_PREFIX, SUBJECT_PREFIX, load_crl
 from exchange.auth.policy import Caller
-from exchange.errors import InvalidKey, Unauthenticated
-from exchange.subjects import SubjectKey, parse_key
 
 ANONYMOUS_DEV = Caller(organization="", system="anonymous", anonymous_dev=True)
 _current: contextvars.ContextVar[Caller] = contextvars.ContextVar("tongban_caller")

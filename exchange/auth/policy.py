@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from exchange.errors import PermissionDenied
-from exchange.subjects import SubjectKey
+from domain.errors import PermissionDenied
+from domain.subjects import SubjectKey
 
 ALL = "*"
 OPEN_SERVICES = frozenset({"VerificationService"})

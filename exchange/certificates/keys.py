@@ -36,7 +36,7 @@ from certstore.certificates import (
     CertificateWrite,
     StoredKey,
 )
-from exchange.errors import ConfigError, FailedPrecondition, InvalidRequest, NotFound
+from domain.errors import ConfigError, FailedPrecondition, InvalidRequest, NotFound
 from exchange.settings import Settings
 from signing import (
     Algorithm,

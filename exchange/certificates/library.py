@@ -10,6 +10,7 @@ import structlog
 
 from certstore.certificates import CertificateStore, StoredCertificate
 from certstore.database import Database
+from domain.errors import FailedPrecondition
 from exchange.audit import AuditTrail
 from exchange.certificates.keys import (
     KeyManager,
@@ -28,7 +29,6 @@ from exchange.certificates.verification import (
     check_presented,
     token_of,
 )
-from exchange.errors import FailedPrecondition
 from exchange.settings import Settings
 from signing import QR_MAX_TOKEN_LENGTH, Algorithm, qr_payload
 

@@ -29,13 +29,13 @@ from certstore.certificates import (
     StoredCertificate,
     StoredKey,
 )
+from domain.errors import FailedPrecondition, InvalidRequest, PermissionDenied
+from domain.records import canonical_json
+from domain.subjects import SubjectKey, parse_key
 from exchange.audit import AuditTrail
 from exchange.auth.policy import Caller
 from exchange.certificates.keys import KeyManager
 from exchange.certificates.types import CertificateType, CertificateTypes
-from exchange.errors import FailedPrecondition, InvalidRequest, PermissionDenied
-from exchange.records import canonical_json
-from exchange.subjects import SubjectKey, parse_key
 from signing import (
     Certificate,
     SigningKey,

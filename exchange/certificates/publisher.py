@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from certstore.certificates import CertificateStatus, CertificateStore, StoredKey
+from domain.errors import FailedPrecondition
 from exchange.certificates.keys import KeyManager, key_ring
-from exchange.errors import FailedPrecondition
 from exchange.settings import SigningSettings
 from signing import MIN_ENTRIES, KeyStatus, StatusList, StatusPurpose, TrustBundle, Verifier
 from signing.status_list import MAX_ENTRIES

@@ -14,9 +14,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from exchange.errors import InvalidRequest
+from domain.errors import InvalidRequest
+from domain.subjects import KeyKind
 from exchange.settings import CertificateTypeSettings, FieldType
-from exchange.subjects import KeyKind
 from signing import JSONValue
 
 _SAFE_INTEGER = 2**53 - 1

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from certstore.certificates import CertificateStatus, CertificateStore, StoredCertificate
+from domain.errors import InvalidRequest, NotFound
 from exchange.certificates.publisher import PublishedTrust
-from exchange.errors import InvalidRequest, NotFound
 from signing import (
     CheckName,
     CheckResult,

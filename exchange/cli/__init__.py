@@ -11,8 +11,8 @@ import sys
 
 import typer
 
+from domain.errors import ConfigError, TongbanError
 from exchange.cli import adapters, certificates, client, keys, security, server, status, sync
-from exchange.errors import ConfigError, TongbanError
 
 app = typer.Typer(
     name="tongban",

@@ -11,6 +11,7 @@ from google.protobuf import struct_pb2
 from rich.console import Console
 from rich.table import Table
 
+from domain.errors import ConfigError
 from exchange.cli.client import (
     DevTokenOption,
     HubConnection,
@@ -19,7 +20,6 @@ from exchange.cli.client import (
     TlsCertOption,
     TlsKeyOption,
 )
-from exchange.errors import ConfigError
 from exchange.generated import adapters_pb2, adapters_pb2_grpc, common_pb2
 
 app = typer.Typer(help="List, register and remove department adapters.", no_args_is_help=True)

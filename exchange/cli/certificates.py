@@ -19,6 +19,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from rich.console import Console
 from rich.table import Column, Table
 
+from domain.errors import ConfigError, InvalidRequest, TongbanError
 from exchange.cli.client import (
     DevTokenOption,
     HubConnection,
@@ -27,7 +28,6 @@ from exchange.cli.client import (
     TlsCertOption,
     TlsKeyOption,
 )
-from exchange.errors import ConfigError, InvalidRequest, TongbanError
 from exchange.generated import (
     certificates_pb2,
     certificates_pb2_grpc,

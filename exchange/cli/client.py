@@ -14,9 +14,9 @@ from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
-from exchange.errors import ConfigError, TongbanError
+from domain.errors import ConfigError, TongbanError
+from domain.subjects import KeyKind
 from exchange.generated import common_pb2, exchange_pb2, exchange_pb2_grpc
-from exchange.subjects import KeyKind
 
 CALL_SECONDS = 15.0
 

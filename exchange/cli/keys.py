@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from certstore.certificates import StoredKey
+from domain.errors import InvalidKey, InvalidRequest
+from domain.subjects import KeyKind, parse_key
 from exchange.certificates.keys import KeyManager
 from exchange.certificates.types import CertificateTypes
 from exchange.cli.server import ConfigOption, _settings
-from exchange.errors import InvalidKey, InvalidRequest
 from exchange.settings import Settings
-from exchange.subjects import KeyKind, parse_key
 from signing import Algorithm
 
 app = typer.Typer(help="Check subject keys; manage signing keys.", no_args_is_help=True)

@@ -12,12 +12,12 @@ from certstore.audit import AuditLog
 from certstore.certificates import CertificateStore
 from certstore.database import Database
 from certstore.field_cipher import FieldCipher
+from domain.errors import ConfigError
+from domain.subjects import parse_key
 from exchange.audit import verified_checkpoints
 from exchange.auth.ca import CertificateAuthority
 from exchange.auth.identity import issue_dev_token
 from exchange.cli.server import ConfigOption, _settings
-from exchange.errors import ConfigError
-from exchange.subjects import parse_key
 from signing.keys import PublicKey
 
 ca_app = typer.Typer(

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
+from domain.errors import TongbanError
 from exchange.cli.client import (
     DevTokenOption,
     HubCallError,
@@ -25,7 +26,6 @@ from exchange.cli.client import (
     TlsCertOption,
     TlsKeyOption,
 )
-from exchange.errors import TongbanError
 from exchange.generated import (
     adapters_pb2,
     adapters_pb2_grpc,

@@ -34,6 +34,17 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from domain.errors import ConfigError, FailedPrecondition, InvalidRequest, NotFound
+from domain.subjects import mask_identifiers
+from domain.sync_jobs import (
+    MANUAL_TRIGGER,
+    DeadLetterState,
+    JobLease,
+    JobProgress,
+    JobState,
+    SyncJob,
+    SyncMode,
+)
 from exchange.cli.client import (
     DevTokenOption,
     HubCallError,
@@ -43,20 +54,9 @@ from exchange.cli.client import (
     TlsCertOption,
     TlsKeyOption,
 )
-from exchange.errors import ConfigError, FailedPrecondition, InvalidRequest, NotFound
 from exchange.generated import sync_pb2, sync_pb2_grpc
 from exchange.logs import configure_logging
 from exchange.settings import Settings, load_settings
-from exchange.subjects import mask_identifiers
-from exchange.sync.jobs import (
-    MANUAL_TRIGGER,
-    DeadLetterState,
-    JobLease,
-    JobProgress,
-    JobState,
-    SyncJob,
-    SyncMode,
-)
 
 if TYPE_CHECKING:
     from certstore.sync_jobs import SyncJobRepository

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import exchange
+from domain.errors import FailedPrecondition, TongbanError
 from exchange.demo.departments import DEPARTMENTS, REALESTATE_TOKEN_ENV
 from exchange.demo.world import (
     DEFAULT_COMPANIES,
@@ -40,7 +41,6 @@ from exchange.demo.world import (
     generate_world,
     make_uscc,
 )
-from exchange.errors import FailedPrecondition, TongbanError
 from exchange.settings import Settings, load_settings
 
 __all__ = [

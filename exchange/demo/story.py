@@ -33,9 +33,9 @@ from google.protobuf import duration_pb2
 from rich.console import Console
 from rich.rule import Rule
 
+from domain.errors import FailedPrecondition
 from exchange.cli.client import print_lookup
 from exchange.demo.launcher import ADAPTER_IDS, DemoWorld
-from exchange.errors import FailedPrecondition
 from exchange.generated import common_pb2, exchange_pb2, exchange_pb2_grpc
 from exchange.hub import Hub
 from exchange.server import HubServer

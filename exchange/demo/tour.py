@@ -26,9 +26,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.rule import Rule
 from rich.table import Table
 
+from domain.errors import ConfigError
 from exchange.demo.launcher import ADAPTER_IDS, DemoWorld
 from exchange.demo.story import STORY_PURPOSE, LookupStory
-from exchange.errors import ConfigError
 from exchange.generated import (
     audit_pb2,
     audit_pb2_grpc,

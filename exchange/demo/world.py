@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Final, TypeVar
 
-from exchange.subjects import id_card_check_char, org_code_check_char, uscc_check_char
+from domain.subjects import id_card_check_char, org_code_check_char, uscc_check_char
 
 __all__ = [
     "DEFAULT_COMPANIES",

@@ -8,8 +8,8 @@ from typing import Any
 
 import grpc
 
+from domain.errors import InvalidRequest, PermissionDenied
 from exchange.auth.identity import current_caller
-from exchange.errors import InvalidRequest, PermissionDenied
 from exchange.generated import audit_pb2, audit_pb2_grpc, common_pb2
 from exchange.hub import Hub
 from exchange.services import convert

@@ -18,14 +18,14 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from certstore.certificates import CertificateStatus, HolderQuery, StoredCertificate
+from domain.errors import InvalidRequest
+from domain.subjects import SubjectKey, parse_key
 from exchange.auth.identity import current_caller
 from exchange.certificates.lifecycle import IssueRequest, SupersedeRequest
-from exchange.errors import InvalidRequest
 from exchange.generated import certificates_pb2, certificates_pb2_grpc, common_pb2
 from exchange.hub import Hub
 from exchange.metrics import CERTIFICATES_ISSUED
 from exchange.services import convert
-from exchange.subjects import SubjectKey, parse_key
 from signing import Certificate
 
 Context = grpc.aio.ServicerContext[Any, Any]

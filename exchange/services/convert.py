@@ -8,11 +8,11 @@ from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
-from exchange.errors import InvalidRequest
+from domain.errors import InvalidRequest
+from domain.records import Purpose, StoredRecord
+from domain.subjects import KeyKind, SubjectKey, parse_key
 from exchange.generated import common_pb2
-from exchange.records import Purpose, StoredRecord
 from exchange.routing import SourceResult
-from exchange.subjects import KeyKind, SubjectKey, parse_key
 
 MAX_KEY_LENGTH = 128
 

@@ -10,17 +10,17 @@ from typing import Any
 import grpc
 import structlog
 
+from domain.errors import InvalidRequest, PermissionDenied, TongbanError
+from domain.records import Purpose, StoredRecord
+from domain.subjects import SubjectKey
 from exchange.audit import lookup_detail
 from exchange.auth.identity import current_caller
 from exchange.auth.policy import Caller, Grant, minimized
-from exchange.errors import InvalidRequest, PermissionDenied, TongbanError
 from exchange.generated import common_pb2, exchange_pb2, exchange_pb2_grpc
 from exchange.hub import Hub
-from exchange.records import Purpose, StoredRecord
 from exchange.routing import SourceOutcome, SourceResult
 from exchange.services import convert
 from exchange.status import status_code_for
-from exchange.subjects import SubjectKey
 
 log = structlog.get_logger("tongban.exchange")
 

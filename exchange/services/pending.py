@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
-from exchange.errors import Unimplemented
+from domain.errors import Unimplemented
 from exchange.generated import adapters_pb2_grpc
 
 

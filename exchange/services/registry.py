@@ -10,8 +10,8 @@ import grpc
 from adapters.base import Adapter
 from adapters.resilience import CircuitState
 from certstore.registrations import ORIGIN_CONFIG
+from domain.errors import InvalidRequest, PermissionDenied
 from exchange.auth.identity import current_caller
-from exchange.errors import InvalidRequest, PermissionDenied
 from exchange.generated import adapters_pb2, adapters_pb2_grpc, common_pb2
 from exchange.hub import Hub
 from exchange.services import convert

@@ -16,11 +16,11 @@ import grpc
 
 from adapters.base import Adapter
 from certstore.sync_jobs import SyncJobRepository
-from exchange.errors import FailedPrecondition, InvalidRequest, NotFound
+from domain.errors import FailedPrecondition, InvalidRequest, NotFound
+from domain.sync_jobs import MANUAL_TRIGGER, JobState, SyncJob, SyncMode
 from exchange.generated import sync_pb2, sync_pb2_grpc
 from exchange.hub import Hub
 from exchange.services import convert
-from exchange.sync.jobs import MANUAL_TRIGGER, JobState, SyncJob, SyncMode
 
 __all__ = ["SyncServicer", "job_to_proto"]
 

@@ -22,6 +22,8 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from certstore.certificates import StoredCertificate
+from domain.errors import InvalidRequest, NotFound
+from domain.subjects import parse_key
 from exchange.auth.identity import current_caller
 from exchange.certificates.library import CertificateLibrary
 from exchange.certificates.publisher import PublishedTrust
@@ -34,12 +36,10 @@ from exchange.certificates.verification import (
     needs_explaining,
     token_of,
 )
-from exchange.errors import InvalidRequest, NotFound
 from exchange.generated import verification_pb2, verification_pb2_grpc
 from exchange.hub import Hub
 from exchange.metrics import CERTIFICATES_VERIFIED
 from exchange.services.certificates import certificate_to_proto
-from exchange.subjects import parse_key
 from signing import CheckName, Verdict
 
 Context = grpc.aio.ServicerContext[Any, Any]

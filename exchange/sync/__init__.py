@@ -1,6 +1,6 @@
 """Adapter sync jobs: bulk, resumable copies of department data into the hub's store.
 
-- `exchange.sync.jobs`: the domain objects (`SyncJob`, `JobProgress`, `DeadLetter`, ...).
+- `domain.sync_jobs`: the domain objects (`SyncJob`, `JobProgress`, `DeadLetter`, ...).
 - `exchange.sync.schedule`: cron-like and interval schedules.
 - `exchange.sync.progress`: rate and ETA of a running job.
 - `exchange.sync.runner`: `SyncRunner`, which runs one claimed job batch by batch.

@@ -11,8 +11,8 @@ import structlog
 
 from certstore.records import cipher_of
 from certstore.sync_jobs import SyncJobRepository
+from domain.sync_jobs import SyncJob
 from exchange.hub import Hub
-from exchange.sync.jobs import SyncJob
 from exchange.sync.scheduler import SyncScheduler
 from exchange.sync.worker import SyncWorker
 

@@ -18,11 +18,11 @@ from typing import Any
 from adapters.base import Adapter, ChangeKind
 from adapters.mapping import AdapterOptions, RecordMapping
 from certstore.sync_jobs import SyncJobRepository
-from exchange.errors import FailedPrecondition, InvalidKey, InvalidRequest
+from domain.errors import FailedPrecondition, InvalidKey, InvalidRequest
+from domain.records import SourceRecord
+from domain.subjects import parse_key
+from domain.sync_jobs import DeadLetter, DeadLetterState
 from exchange.record_types import RecordTypes
-from exchange.records import SourceRecord
-from exchange.subjects import parse_key
-from exchange.sync.jobs import DeadLetter, DeadLetterState
 
 __all__ = ["record_from_document", "replay_dead_letter"]
 

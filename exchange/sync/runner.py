@@ -35,11 +35,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from adapters.base import Adapter, Change, ChangeBatch, ChangeKind
 from adapters.mapping import raw_row
 from certstore.sync_jobs import LeaseLost, SyncJobRepository
-from exchange.errors import AdapterError, InvalidRequest, StoreError, TongbanError
-from exchange.record_types import RecordTypes
-from exchange.records import SourceRecord, content_hash
-from exchange.settings import SyncSettings
-from exchange.sync.jobs import (
+from domain.errors import AdapterError, InvalidRequest, StoreError, TongbanError
+from domain.records import SourceRecord, content_hash
+from domain.sync_jobs import (
     BatchOutcome,
     DeadLetterDraft,
     JobLease,
@@ -47,6 +45,8 @@ from exchange.sync.jobs import (
     SyncBatch,
     SyncJob,
 )
+from exchange.record_types import RecordTypes
+from exchange.settings import SyncSettings
 from exchange.sync.metrics import SYNC_BATCH_SECONDS, SYNC_JOBS, SYNC_RATE, SYNC_RECORDS
 from exchange.sync.progress import RateMeter
 

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 import structlog
 
 from certstore.sync_jobs import SyncJobRepository
-from exchange.errors import TongbanError
+from domain.errors import TongbanError
+from domain.sync_jobs import SyncJob, SyncMode, schedule_trigger
 from exchange.settings import SyncScheduleSettings, SyncSettings
-from exchange.sync.jobs import SyncJob, SyncMode, schedule_trigger
 from exchange.sync.schedule import CronSchedule, IntervalSchedule, Schedule
 
 __all__ = ["ScheduledSync", "SyncScheduler"]

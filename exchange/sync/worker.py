@@ -20,10 +20,10 @@ import structlog
 
 from adapters.base import Adapter
 from certstore.sync_jobs import SyncJobRepository
-from exchange.errors import TongbanError
+from domain.errors import TongbanError
+from domain.sync_jobs import JobLease, SyncJob
 from exchange.record_types import RecordTypes
 from exchange.settings import SyncSettings
-from exchange.sync.jobs import JobLease, SyncJob
 from exchange.sync.runner import SyncRunner
 
 __all__ = ["SyncWorker", "worker_name"]

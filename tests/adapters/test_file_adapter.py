@@ -13,9 +13,9 @@ import pytest
 from adapters.base import AdapterSpec, ChangeBatch, ChangeKind
 from adapters.factory import build_from_spec
 from adapters.file_adapter import FileAdapter
-from exchange.errors import AdapterError, AdapterTimeout
-from exchange.records import Purpose, SourceRecord
-from exchange.subjects import KeyKind, parse_key
+from domain.errors import AdapterError, AdapterTimeout
+from domain.records import Purpose, SourceRecord
+from domain.subjects import KeyKind, parse_key
 
 ENROLMENT = "social_security.enrolment"
 PURPOSE = Purpose("BJ-2024-0002", "社保参保证明")

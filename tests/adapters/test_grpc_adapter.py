@@ -16,9 +16,9 @@ from adapters.base import AdapterSpec, ChangeKind
 from adapters.factory import build_from_spec
 from adapters.grpc_adapter import GrpcAdapter
 from adapters.resilience import RetryPolicy
-from exchange.errors import AdapterError
-from exchange.records import Purpose, SourceRecord
-from exchange.subjects import KeyKind, parse_key
+from domain.errors import AdapterError
+from domain.records import Purpose, SourceRecord
+from domain.subjects import KeyKind, parse_key
 
 SERVER = Path(__file__).resolve().parents[1] / "assets" / "adapters" / "grpc_department.py"
 REPO = Path(__file__).resolve().parents[2]

@@ -16,9 +16,9 @@ from adapters.base import AdapterSpec, ChangeBatch, ChangeKind
 from adapters.factory import build_from_spec
 from adapters.http_adapter import HttpAdapter
 from adapters.resilience import RetryPolicy
-from exchange.errors import AdapterError, AdapterTimeout
-from exchange.records import Purpose
-from exchange.subjects import KeyKind, parse_key
+from domain.errors import AdapterError, AdapterTimeout
+from domain.records import Purpose
+from domain.subjects import KeyKind, parse_key
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "adapters"
 RESIDENT = "population.resident"

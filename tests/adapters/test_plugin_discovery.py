@@ -13,9 +13,9 @@ import pytest
 
 from adapters.base import AdapterSpec
 from adapters.python import discover, load_plugin
-from exchange.errors import ConfigError
-from exchange.records import Purpose
-from exchange.subjects import KeyKind, parse_key
+from domain.errors import ConfigError
+from domain.records import Purpose
+from domain.subjects import KeyKind, parse_key
 
 PLUGIN_SOURCE = Path(__file__).resolve().parents[1] / "assets" / "adapters" / "plugin_pkg"
 PLUGIN_MODULE = "tongban_example_plugin"

@@ -15,9 +15,9 @@ from adapters.base import AdapterSpec, ChangeBatch, ChangeKind, Rejection
 from adapters.factory import build_from_spec
 from adapters.resilience import RetryPolicy
 from adapters.sql_adapter import SqlAdapter
-from exchange.errors import AdapterError
-from exchange.records import Purpose, SourceRecord
-from exchange.subjects import KeyKind, parse_key
+from domain.errors import AdapterError
+from domain.records import Purpose, SourceRecord
+from domain.subjects import KeyKind, parse_key
 
 RESIDENT = "population.resident"
 PURPOSE = Purpose("BJ-2024-0001", "户籍证明核验")

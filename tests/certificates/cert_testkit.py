@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from domain.subjects import KeyKind, parse_key
 from exchange.certificates.lifecycle import IssueRequest
 from exchange.generated import (
     certificates_pb2,
@@ -22,7 +23,6 @@ from exchange.generated import (
 )
 from exchange.server import HubServer
 from exchange.settings import Settings, load_settings
-from exchange.subjects import KeyKind, parse_key
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "tongban.example.toml"

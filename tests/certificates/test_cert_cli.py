@@ -15,8 +15,8 @@ import pytest
 from cert_testkit import AMR, COMPANY, EXAMPLE, LICENCE, licence_issue
 from typer.testing import CliRunner
 
+from domain.errors import InvalidRequest
 from exchange.cli import app
-from exchange.errors import InvalidRequest
 from exchange.generated import certificates_pb2_grpc
 from exchange.server import HubServer
 from exchange.settings import Settings

@@ -15,11 +15,11 @@ from cert_testkit import AMR, licence_request, settings_for
 
 from certstore.audit import AuditLog
 from certstore.database import Database
+from domain.errors import ConfigError, FailedPrecondition
 from exchange.audit import AuditTrail
 from exchange.auth.policy import Caller
 from exchange.certificates.keys import DEV_KEY_UNLOCK_FILE, PassphraseKeyProvider
 from exchange.certificates.library import CertificateLibrary
-from exchange.errors import ConfigError, FailedPrecondition
 from exchange.settings import Settings
 from signing import KeyStatus, SoftwareSigningKey, WrongPassphrase
 
@@ -235,7 +235,7 @@ def test_key_lifecycle_table(case: KeyCase, database: Database, cert_settings: S
 def test_rotation_needs_an_active_key_and_generation_refuses_a_second_one(
     library: CertificateLibrary,
 ) -> None:
-    from exchange.errors import NotFound
+    from domain.errors import NotFound
 
     with pytest.raises(FailedPrecondition):
         library.keys.generate(AMR, "南京市市场监督管理局", "test")

@@ -23,17 +23,17 @@ from cert_testkit import (
 from certstore.audit import AuditLog
 from certstore.certificates import CertificateStatus, CertificateWrite, HolderQuery
 from certstore.database import Database
-from exchange.auth.policy import Caller
-from exchange.certificates.library import CertificateLibrary
-from exchange.certificates.lifecycle import IssueRequest, SupersedeRequest
-from exchange.errors import (
+from domain.errors import (
     FailedPrecondition,
     InvalidRequest,
     NotFound,
     PermissionDenied,
     StoreError,
 )
-from exchange.subjects import KeyKind, parse_key
+from domain.subjects import KeyKind, parse_key
+from exchange.auth.policy import Caller
+from exchange.certificates.library import CertificateLibrary
+from exchange.certificates.lifecycle import IssueRequest, SupersedeRequest
 from signing import certificate_id
 
 ANONYMOUS = Caller(organization="", system="anonymous", anonymous_dev=True)

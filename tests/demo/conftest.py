@@ -9,8 +9,8 @@ import pytest
 
 from adapters.base import Adapter
 from adapters.factory import build_adapter
+from domain.records import Purpose
 from exchange.demo.launcher import DemoWorld
-from exchange.records import Purpose
 from exchange.settings import Settings
 
 BuildAdapters = Callable[[Settings], dict[str, Adapter]]

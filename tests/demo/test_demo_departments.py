@@ -16,12 +16,12 @@ import httpx
 import pytest
 
 from adapters.base import Adapter, ChangeKind
+from domain.errors import AdapterError
+from domain.records import Purpose, SourceRecord
+from domain.subjects import KeyKind, parse_key
 from exchange.demo.departments import EXPORT_COLUMNS
 from exchange.demo.launcher import ADAPTER_IDS, RECORD_TYPES, DemoWorld
 from exchange.demo.world import AnomalyKind
-from exchange.errors import AdapterError
-from exchange.records import Purpose, SourceRecord
-from exchange.subjects import KeyKind, parse_key
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from adapters.resilience import CircuitState
+from domain.errors import AdapterError, FailedPrecondition
+from domain.subjects import KeyKind, parse_key
 from exchange.demo.departments import DEPARTMENTS
 from exchange.demo.launcher import ADAPTER_IDS, DemoWorld, DepartmentStartError
-from exchange.errors import AdapterError, FailedPrecondition
-from exchange.subjects import KeyKind, parse_key
 
 REPO = Path(__file__).resolve().parents[2]
 

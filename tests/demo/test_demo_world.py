@@ -7,6 +7,8 @@ from datetime import date
 
 import pytest
 
+from domain.errors import InvalidKey
+from domain.subjects import KeyKind, parse_key
 from exchange.demo.world import (
     DIVISIONS,
     WORLD_DATE,
@@ -17,8 +19,6 @@ from exchange.demo.world import (
     make_id_card,
     make_uscc,
 )
-from exchange.errors import InvalidKey
-from exchange.subjects import KeyKind, parse_key
 
 DIVISIONS_BY_CODE = {d.code: d for d in DIVISIONS}
 PROVINCES = {

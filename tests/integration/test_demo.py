@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from domain.errors import ConfigError
 from exchange.demo.tour import DEMO_ENTRIES, DEMO_MARKER, _fresh_folder, run_tour
-from exchange.errors import ConfigError
 
 TONGBAN = str(Path(sys.executable).parent / "tongban")
 SMALL_WORLD = ("--residents", "300", "--companies", "30")

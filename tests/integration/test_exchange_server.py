@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 from adapters.base import Adapter, AdapterSpec
 from adapters.demo import PopulationRegistry
 from certstore.records import RecordRepository
+from domain.subjects import KeyKind, parse_key
 from exchange.generated import (
     adapters_pb2,
     adapters_pb2_grpc,
@@ -22,7 +23,6 @@ from exchange.generated import (
     exchange_pb2_grpc,
 )
 from exchange.server import SERVICE_NAMES
-from exchange.subjects import KeyKind, parse_key
 
 PURPOSE = common_pb2.Purpose(case_id="CASE-1", reason="business registration")
 GB_EXAMPLE_ID = "11010519491231002X"

@@ -10,11 +10,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from domain.subjects import KeyKind, parse_key
 from exchange.auth.ca import CertificateAuthority, IssuedFiles
 from exchange.hub import Hub
 from exchange.server import HubServer
 from exchange.settings import Settings, load_settings
-from exchange.subjects import KeyKind, parse_key
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "tongban.example.toml"
 HALL = "91350100M000100Y43"

@@ -17,8 +17,8 @@ from certstore import migrate
 from certstore.database import Database
 from certstore.models import RecordRow, SyncCursorRow
 from certstore.records import RecordRepository
-from exchange.records import SourceRecord
-from exchange.subjects import KeyKind, SubjectKey
+from domain.records import SourceRecord
+from domain.subjects import KeyKind, SubjectKey
 
 THREADS = 8
 ROUNDS = 15

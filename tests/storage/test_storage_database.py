@@ -12,8 +12,8 @@ from certstore import migrate
 from certstore.database import Database
 from certstore.models import SyncCursorRow
 from certstore.records import RecordRepository
-from exchange.errors import StoreError
-from exchange.subjects import KeyKind, SubjectKey
+from domain.errors import StoreError
+from domain.subjects import KeyKind, SubjectKey
 
 UNREACHABLE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/x"
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

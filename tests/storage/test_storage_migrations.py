@@ -18,9 +18,9 @@ from certstore import migrate
 from certstore.database import Database, create_engine_for
 from certstore.models import Base, RecordKeyRow
 from certstore.records import RecordRepository
-from exchange.errors import StoreError
-from exchange.records import SourceRecord
-from exchange.subjects import KeyKind, SubjectKey
+from domain.errors import StoreError
+from domain.records import SourceRecord
+from domain.subjects import KeyKind, SubjectKey
 
 TABLES = set(Base.metadata.tables)
 

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from certstore.database import Database
 from certstore.field_cipher import FieldCipher
 from certstore.records import RecordRepository
-from exchange.errors import StoreError
-from exchange.records import SourceRecord
-from exchange.subjects import KeyKind, parse_key
+from domain.errors import StoreError
+from domain.records import SourceRecord
+from domain.subjects import KeyKind, parse_key
 
 PERSON = parse_key(KeyKind.ID_CARD, "11010519491231002X")
 OLD = bytes(range(32))

@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from certstore.database import Database
 from certstore.models import RecordKeyRow, RecordRow
 from certstore.records import UPSERT_BATCH_SIZE, RecordRepository
-from exchange.errors import InvalidRequest
-from exchange.records import SourceRecord, content_hash
-from exchange.subjects import KeyKind, SubjectKey, parse_key
+from domain.errors import InvalidRequest
+from domain.records import SourceRecord, content_hash
+from domain.subjects import KeyKind, SubjectKey, parse_key
 
 COMPANY = parse_key(KeyKind.USCC, "91320100MA1FL8XQ1A")
 COMPANY_ORG_CODE = SubjectKey(KeyKind.ORG_CODE, "MA1FL8XQ-1")

@@ -24,11 +24,11 @@ from adapters.factory import build_from_spec
 from certstore.database import Database
 from certstore.models import RecordRow
 from certstore.sync_jobs import SyncJobRepository
+from domain.records import SourceRecord
+from domain.subjects import KeyKind, id_card_check_char, parse_key
+from domain.sync_jobs import SyncJob, SyncMode
 from exchange.record_types import RecordTypes
-from exchange.records import SourceRecord
 from exchange.settings import RecordTypeSettings, SyncSettings
-from exchange.subjects import KeyKind, id_card_check_char, parse_key
-from exchange.sync.jobs import SyncJob, SyncMode
 from exchange.sync.runner import SyncRunner
 
 FILE_ADAPTER = "hrss.enrolment"

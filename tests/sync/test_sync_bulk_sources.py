@@ -32,7 +32,7 @@ from sync_testkit import (
 )
 
 from certstore.database import Database
-from exchange.sync.jobs import JobState, SyncMode
+from domain.sync_jobs import JobState, SyncMode
 
 POSTGRES_URL_ENV = "TONGBAN_TEST_DATABASE_URL"
 

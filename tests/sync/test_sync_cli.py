@@ -28,9 +28,9 @@ from typer.testing import CliRunner
 from certstore import migrate
 from certstore.database import Database
 from certstore.sync_jobs import SyncJobRepository
+from domain.sync_jobs import DeadLetterState, JobProgress, JobState, SyncJob, SyncMode
 from exchange.cli import app
 from exchange.cli.sync import ProgressBar
-from exchange.sync.jobs import DeadLetterState, JobProgress, JobState, SyncJob, SyncMode
 
 TONGBAN = str(Path(sys.executable).parent / "tongban")
 runner = CliRunner()

@@ -31,7 +31,7 @@ from sync_testkit import (
 from certstore import migrate
 from certstore.database import Database
 from certstore.sync_jobs import SyncJobRepository
-from exchange.sync.jobs import JobState, SyncJob, SyncMode
+from domain.sync_jobs import JobState, SyncJob, SyncMode
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from sync_testkit import (
 
 from certstore.database import Database
 from certstore.sync_jobs import SyncJobRepository
-from exchange.sync.jobs import JobState, SyncMode
+from domain.sync_jobs import JobState, SyncMode
 
 SOURCE_ROWS = 10_000
 EXPORT = "enrolment-0001.csv"

@@ -30,7 +30,7 @@ from sync_testkit import (
 from certstore import migrate
 from certstore.database import Database, create_engine_for
 from certstore.sync_jobs import SyncJobRepository
-from exchange.sync.jobs import JobState, SyncJob
+from domain.sync_jobs import JobState, SyncJob
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -10,8 +10,8 @@ import pytest
 
 from certstore.database import Database
 from certstore.sync_jobs import AdapterBusy, LeaseLost, SyncJobRepository
-from exchange.errors import FailedPrecondition, NotFound
-from exchange.sync.jobs import JobLease, JobState, SyncBatch, SyncMode
+from domain.errors import FailedPrecondition, NotFound
+from domain.sync_jobs import JobLease, JobState, SyncBatch, SyncMode
 
 T = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 LEASE = 30.0

@@ -28,12 +28,12 @@ from certstore.database import Database
 from certstore.field_cipher import FieldCipher
 from certstore.records import RecordRepository
 from certstore.sync_jobs import SyncJobRepository
-from exchange.errors import AdapterError
+from domain.errors import AdapterError
+from domain.records import SourceRecord
+from domain.subjects import KeyKind, parse_key
+from domain.sync_jobs import DeadLetterState, JobState, SyncJob, SyncMode
 from exchange.record_types import RecordTypes
-from exchange.records import SourceRecord
 from exchange.settings import RecordTypeSettings
-from exchange.subjects import KeyKind, parse_key
-from exchange.sync.jobs import DeadLetterState, JobState, SyncJob, SyncMode
 from exchange.sync.replay import replay_dead_letter
 from exchange.sync.runner import SyncRunner
 

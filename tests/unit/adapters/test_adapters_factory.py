@@ -13,9 +13,9 @@ from adapters.file_adapter import FileAdapter
 from adapters.grpc_adapter import GrpcAdapter
 from adapters.http_adapter import HttpAdapter
 from adapters.sql_adapter import SqlAdapter, decode_cursor, encode_cursor
-from exchange.errors import ConfigError, InvalidRequest
+from domain.errors import ConfigError, InvalidRequest
+from domain.subjects import KeyKind
 from exchange.settings import AdapterSettings
-from exchange.subjects import KeyKind
 
 RESIDENT = "population.resident"
 MAPPING = {

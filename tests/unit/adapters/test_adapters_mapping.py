@@ -13,9 +13,9 @@ from pydantic import ValidationError
 
 from adapters.base import ChangeKind, Rejection
 from adapters.mapping import RecordMapping, jsonable, options_error, parse_options
-from exchange.errors import InvalidRequest
-from exchange.records import SourceRecord
-from exchange.subjects import KeyKind, parse_key
+from domain.errors import InvalidRequest
+from domain.records import SourceRecord
+from domain.subjects import KeyKind, parse_key
 
 ID = "11010519491231002X"
 USCC = "91320100123456788C"

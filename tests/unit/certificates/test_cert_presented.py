@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from domain.errors import InvalidRequest
 from exchange.certificates.publisher import status_list_size
 from exchange.certificates.verification import (
     Presented,
@@ -15,7 +16,6 @@ from exchange.certificates.verification import (
     token_of,
 )
 from exchange.cli.certificates import parse_fields, parse_holder
-from exchange.errors import InvalidRequest
 from exchange.generated import common_pb2
 from exchange.services.certificates import decode_page_token, encode_page_token
 from signing import certificate_id, parse_certificate_id

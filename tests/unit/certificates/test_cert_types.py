@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from domain.errors import ConfigError, InvalidRequest
 from exchange.certificates.types import CertificateTypes, plain_json
-from exchange.errors import ConfigError, InvalidRequest
 from exchange.settings import CertificateTypeSettings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "tongban.example.toml"

@@ -16,7 +16,7 @@ from certstore.database import (
     default_sqlite_url,
     describe_error,
 )
-from exchange.errors import ConfigError
+from domain.errors import ConfigError
 
 
 def test_default_sqlite_url_is_an_absolute_file_in_the_data_folder(

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography import x509
 
+from domain.errors import PermissionDenied, Unauthenticated
+from domain.subjects import KeyKind, parse_key
 from exchange.auth.ca import CertificateAuthority
 from exchange.auth.identity import (
     ANONYMOUS_DEV,
@@ -16,8 +18,6 @@ from exchange.auth.identity import (
     issue_dev_token,
 )
 from exchange.auth.policy import AccessPolicy, Caller, PolicySettings, minimized
-from exchange.errors import PermissionDenied, Unauthenticated
-from exchange.subjects import KeyKind, parse_key
 
 HALL = "91350100M000100Y43"
 SECRET = b"dev-secret"

@@ -9,11 +9,11 @@ import pytest
 
 from adapters.base import Adapter, AdapterSpec, Rejection
 from adapters.resilience import RetryPolicy
+from domain.records import Purpose, SourceRecord
+from domain.subjects import KeyKind, SubjectKey, parse_key
 from exchange.record_types import RecordTypes
-from exchange.records import Purpose, SourceRecord
 from exchange.routing import LookupRouter, SourceOutcome
 from exchange.settings import RecordTypeSettings
-from exchange.subjects import KeyKind, SubjectKey, parse_key
 
 PURPOSE = Purpose("C-1", "test")
 PERSON = parse_key(KeyKind.ID_CARD, "11010519491231002X")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from exchange.errors import ConfigError
+from domain.errors import ConfigError
 from exchange.settings import load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "tongban.example.toml"

@@ -7,7 +7,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from exchange import errors
+from domain import errors
 from exchange.status import status_code_for, to_status
 
 MAPPING = [

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exchange.errors import InvalidRequest
+from domain.errors import InvalidRequest
 from signing import CanonicalizationError, canonicalize, loads_object
 
 # RFC 8785 Appendix B: IEEE 754 bit patterns and their canonical text.

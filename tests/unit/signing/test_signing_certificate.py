@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from signing_testkit import FAR, STATUS_URI, T0, TYPE_CODE, USCC_A, USCC_B, make_certificate
 
-from exchange.errors import InvalidRequest
+from domain.errors import InvalidRequest
 from signing import (
     CanonicalizationError,
     Certificate,

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwcrypto import jwk as jwcrypto_jwk
 
-from exchange.errors import InvalidRequest
+from domain.errors import InvalidRequest
 from signing import (
     Algorithm,
     KeyMaterialError,

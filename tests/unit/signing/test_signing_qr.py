@@ -6,7 +6,7 @@ import pytest
 import segno
 from signing_testkit import make_certificate
 
-from exchange.errors import InvalidRequest
+from domain.errors import InvalidRequest
 from signing import (
     QR_MAX_TOKEN_LENGTH,
     QrReference,

@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 from signing_testkit import DAY, FAR, NOW, STATUS_URI
 
-from exchange.errors import FailedPrecondition, InvalidRequest
+from domain.errors import FailedPrecondition, InvalidRequest
 from signing import (
     MIN_ENTRIES,
     TYP_STATUS_LIST,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from signing_testkit import DAY, DEPARTMENT_A, FAR, NOW, T0, USCC_A, USCC_B, ring_with
 
-from exchange.errors import AlreadyExists, FailedPrecondition, InvalidRequest, NotFound
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidRequest, NotFound
 from signing import (
     TYP_TRUST_BUNDLE,
     DocumentExpired,

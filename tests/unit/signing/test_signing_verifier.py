@@ -24,7 +24,7 @@ from signing_testkit import (
     signed_bundle,
 )
 
-from exchange.errors import InvalidRequest, TongbanError, VerificationError
+from domain.errors import InvalidRequest, TongbanError, VerificationError
 from signing import (
     DEFAULT_CHECKS,
     Algorithm,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exchange.sync.jobs import JobProgress
+from domain.sync_jobs import JobProgress
 from exchange.sync.progress import RateMeter
 
 

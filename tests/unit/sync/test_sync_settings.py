@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from exchange.errors import ConfigError
+from domain.errors import ConfigError
 from exchange.settings import load_settings
 
 ADAPTER = {

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from adapters.base import Adapter, AdapterSpec, Change, ChangeBatch, ChangeKind
 from certstore.records import prepare_records
-from exchange.errors import InvalidRequest
+from domain.errors import InvalidRequest
+from domain.records import SourceRecord, content_hash
+from domain.subjects import KeyKind, parse_key
+from domain.sync_jobs import DeadLetterDraft
 from exchange.record_types import RecordTypes
-from exchange.records import SourceRecord, content_hash
 from exchange.settings import RecordTypeSettings
-from exchange.subjects import KeyKind, parse_key
-from exchange.sync.jobs import DeadLetterDraft
 from exchange.sync.replay import record_from_document
 from exchange.sync.runner import record_document, sort_out
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from adapters.base import Adapter, Rejection
-from exchange.records import Purpose, SourceRecord
-from exchange.subjects import SubjectKey
+from domain.records import Purpose, SourceRecord
+from domain.subjects import SubjectKey
 
 _RESIDENTS = {"11010519491231002X": {"name": "王伟", "village": "东坝村"}}
 

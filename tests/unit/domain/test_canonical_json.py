@@ -9,8 +9,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.errors import InvalidRequest
-from exchange.records import MAX_SAFE_INTEGER, canonical_json, content_hash
+from domain.errors import InvalidRequest
+from domain.records import MAX_SAFE_INTEGER, canonical_json, content_hash
 
 text = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=12)
 scalars = (

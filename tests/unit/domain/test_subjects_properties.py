@@ -9,8 +9,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from exchange.errors import InvalidKey
-from exchange.subjects import (
+from domain.errors import InvalidKey
+from domain.subjects import (
     KeyKind,
     SubjectKey,
     id_card_check_char,

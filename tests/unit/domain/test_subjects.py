@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from exchange.errors import InvalidKey, InvalidRequest
-from exchange.subjects import (
+from domain.errors import InvalidKey, InvalidRequest
+from domain.subjects import (
     MAX_RAW_LENGTH,
     KeyKind,
     SubjectKey,

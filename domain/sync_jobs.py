@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from exchange.records import SourceRecord
+from domain.records import SourceRecord
 
 __all__ = [
     "MANUAL_TRIGGER",

@@ -16,8 +16,8 @@ from typing import Any
 
 import rfc8785
 
-from exchange.errors import InvalidRequest
-from exchange.subjects import SubjectKey
+from domain.errors import InvalidRequest
+from domain.subjects import SubjectKey
 
 JsonValue = Any
 """A value that JSON can represent (the record field maps are JSON objects)."""

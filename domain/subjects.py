@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from exchange.errors import InvalidKey
+from domain.errors import InvalidKey
 
 __all__ = [
     "MAX_RAW_LENGTH",
