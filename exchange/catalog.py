@@ -24,8 +24,9 @@ from certstore.registrations import (
     Registration,
     RegistrationRepository,
 )
-from domain.errors import FailedPrecondition, InvalidRequest, TongbanError
+from domain.errors import FailedPrecondition, InvalidRequest, PermissionDenied, TongbanError
 from exchange.settings import AdapterSettings, Settings
+from exchange.sharing.catalogue import SharingCatalogue
 
 log = structlog.get_logger("tongban.catalog")
 
@@ -40,8 +41,14 @@ def _utcnow() -> datetime:
 class AdapterCatalog:
     """The live adapters of this node, in a stable order: configured, then registered."""
 
-    def __init__(self, settings: Settings, registrations: RegistrationRepository) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registrations: RegistrationRepository,
+        sharing: SharingCatalogue | None = None,
+    ) -> None:
         self._settings = settings
+        self._sharing = sharing or SharingCatalogue(settings.record_types)
         self._registrations = registrations
         self._configured: dict[str, Adapter] = {}
         self._registered: dict[str, Adapter] = {}
@@ -110,7 +117,11 @@ class AdapterCatalog:
         return retired
 
     def _build(self, declaration: Mapping[str, Any]) -> Adapter:
-        """Validate a declaration and build its adapter. Raises `InvalidRequest`."""
+        """Validate a declaration and build its adapter.
+
+        Raises `InvalidRequest`, and `PermissionDenied` for a record type the adapter's
+        department neither owns nor is named a provider of in the sharing catalogue.
+        """
         try:
             settings = AdapterSettings.model_validate(declaration)
         except ValidationError as exc:
@@ -124,13 +135,17 @@ class AdapterCatalog:
                     f"spec.serves[{position}].record_type",
                     f"record type {binding.record_type!r} is not declared by this hub",
                 )
+            problem = self._sharing.serving_problem(settings.department_uscc, binding.record_type)
+            if problem is not None:
+                raise PermissionDenied(f"spec.serves[{position}].record_type: {problem}")
         return build_from_spec(spec_from_settings(settings))
 
     def register(self, declaration: Mapping[str, Any]) -> tuple[Adapter, list[Adapter]]:
         """Register or replace a run-time adapter; returns it and the adapters to close.
 
-        Raises `InvalidRequest` for an invalid declaration, `FailedPrecondition` when
-        the id belongs to a configured adapter, and `StoreError`.
+        Raises `InvalidRequest` for an invalid declaration, `PermissionDenied` for a
+        record type its department may not serve, `FailedPrecondition` when the id
+        belongs to a configured adapter, and `StoreError`.
         """
         adapter = self._build(declaration)
         if adapter.adapter_id in self._configured:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import structlog
 
 from adapters.base import Adapter
+from certstore.access import AccessRepository
 from certstore.audit import AuditLog
 from certstore.database import Database
 from certstore.field_cipher import FieldCipher
@@ -28,6 +29,8 @@ from exchange.record_types import RecordTypes
 from exchange.record_writer import RecordWriter
 from exchange.routing import LookupRouter
 from exchange.settings import Settings
+from exchange.sharing.applications import AccessDesk
+from exchange.sharing.catalogue import SharingCatalogue
 
 log = structlog.get_logger("tongban.hub")
 
@@ -46,6 +49,9 @@ class Hub:
     resolver: CallerResolver
     audit: AuditTrail
     certificates: CertificateLibrary
+    # The sharing catalogue, and the applications and grants decided under it.
+    sharing: SharingCatalogue
+    access: AccessDesk
 
     @classmethod
     def open(cls, settings: Settings, adapters: Sequence[Adapter] | None = None) -> Hub:
@@ -56,7 +62,8 @@ class Hub:
         when the database cannot be reached or migrated.
         """
         database = open_store(settings)
-        catalog = AdapterCatalog(settings, RegistrationRepository(database))
+        sharing = SharingCatalogue(settings.record_types)
+        catalog = AdapterCatalog(settings, RegistrationRepository(database), sharing)
         catalog.load(list(adapters) if adapters is not None else None)
         log.info(
             "hub opened",
@@ -83,6 +90,8 @@ class Hub:
             ),
             audit,
             CertificateLibrary.open(settings, database, audit),
+            sharing,
+            AccessDesk(sharing, AccessRepository(database), settings.access, audit),
         )
 
     @property

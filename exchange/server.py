@@ -18,10 +18,14 @@ from domain.errors import ConfigError, TongbanError
 from exchange.audit import sign_checkpoint
 from exchange.auth.gate import Gate
 from exchange.generated import (
+    access_pb2,
+    access_pb2_grpc,
     adapters_pb2,
     adapters_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
     certificates_pb2,
     certificates_pb2_grpc,
     exchange_pb2,
@@ -34,6 +38,7 @@ from exchange.generated import (
 from exchange.hub import Hub
 from exchange.interceptors import TongbanInterceptor
 from exchange.services.audit import AuditServicer
+from exchange.services.catalog import AccessServicer, CatalogServicer
 from exchange.services.certificates import CertificateServicer
 from exchange.services.exchange import ExchangeServicer
 from exchange.services.pending import PendingDepartmentAdapterServicer
@@ -56,6 +61,8 @@ SERVICE_NAMES = tuple(
         verification_pb2.DESCRIPTOR.services_by_name["VerificationService"],
         sync_pb2.DESCRIPTOR.services_by_name["SyncService"],
         audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+        catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"],
+        access_pb2.DESCRIPTOR.services_by_name["AccessService"],
     )
 )
 HEALTH_PROBE_SECONDS = 5.0
@@ -150,6 +157,8 @@ class HubServer:
         )
         sync_pb2_grpc.add_SyncServiceServicer_to_server(SyncServicer(hub), server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(hub), server)
+        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(hub), server)
+        access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(hub), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -201,6 +210,10 @@ class HubServer:
                 await self.hub.refresh()
             except TongbanError as exc:
                 log.warning("adapter registrations not refreshed", error=exc.message)
+            try:
+                await self.hub.access.expire_overdue()
+            except TongbanError as exc:
+                log.warning("access applications not expired", error=exc.message)
             try:
                 await asyncio.to_thread(self.sign_audit_checkpoint)
             except TongbanError as exc:

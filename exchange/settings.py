@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Collection
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,11 +133,74 @@ class LoggingSettings(_Section):
     format: Literal["json", "console"] = "json"
 
 
+SharingClassName = Literal["UNCONDITIONAL", "CONDITIONAL", "NOT_SHARED"]
+_SHARING_RANK = {"UNCONDITIONAL": 0, "CONDITIONAL": 1, "NOT_SHARED": 2}
+
+
+def _uscc_rule(value: str) -> str:
+    """`value` as a normalized USCC; raises ValueError naming the rule broken."""
+    try:
+        return parse_key(KeyKind.USCC, value).value
+    except InvalidKey as exc:
+        raise ValueError(exc.key_rule) from exc
+
+
 class RecordTypeSettings(_Section):
-    """A record type the hub exchanges, with its fields and their JSON types."""
+    """A record type the hub exchanges: its fields, and its sharing-catalogue entry.
+
+    The catalogue entry (政务信息资源目录) names the owning department, the sharing class
+    (无条件 / 有条件 / 不予共享 as UNCONDITIONAL / CONDITIONAL / NOT_SHARED), optional
+    per-field classes, the key kinds it is found by, how often it is updated, its legal
+    basis, and the other departments it names as providers. Only adapters of the owner
+    or a named provider may serve it.
+    """
 
     description: str = ""
     fields: dict[str, FieldType] = Field(default_factory=dict)
+    # The catalogue entry's own code; the record type's name when unset.
+    catalogue_id: str = Field(default="", max_length=64)
+    owner_uscc: str = ""
+    owner_department: str = ""
+    sharing: SharingClassName = "UNCONDITIONAL"
+    # A field more restricted than its type: CONDITIONAL or NOT_SHARED.
+    field_sharing: dict[str, SharingClassName] = Field(default_factory=dict)
+    key_kinds: list[KeyKind] = Field(default_factory=list)
+    update_frequency: str = ""
+    legal_basis: str = ""
+    # USCCs of departments, besides the owner, whose adapters may serve this type.
+    providers: list[str] = Field(default_factory=list)
+
+    @field_validator("owner_uscc")
+    @classmethod
+    def _owner_is_uscc(cls, value: str) -> str:
+        return _uscc_rule(value) if value else value
+
+    @field_validator("providers")
+    @classmethod
+    def _providers_are_uscc(cls, value: list[str]) -> list[str]:
+        return [_uscc_rule(v) for v in value]
+
+    @model_validator(mode="after")
+    def _entry_consistent(self) -> RecordTypeSettings:
+        if self.owner_uscc and not self.owner_department:
+            raise ValueError("owner_department is required with owner_uscc")
+        if not self.owner_uscc and (self.owner_department or self.providers):
+            raise ValueError("owner_uscc is required with owner_department or providers")
+        if self.sharing != "UNCONDITIONAL" and not self.owner_uscc:
+            raise ValueError(
+                f"a {self.sharing} record type needs owner_uscc: its owner decides access"
+            )
+        for name, sharing in self.field_sharing.items():
+            if self.fields and name not in self.fields:
+                raise ValueError(f"field_sharing names undeclared field {name!r}")
+            if _SHARING_RANK[sharing] <= _SHARING_RANK[self.sharing]:
+                raise ValueError(
+                    f"field_sharing.{name}: a field may only be more restricted than its "
+                    f"type ({self.sharing}), got {sharing}"
+                )
+            if sharing == "CONDITIONAL" and not self.owner_uscc:
+                raise ValueError(f"field_sharing.{name}: a CONDITIONAL field needs owner_uscc")
+        return self
 
 
 class RecordTypeBinding(_Section):
@@ -168,12 +232,7 @@ class AdapterSettings(_Section):
     @field_validator("department_uscc")
     @classmethod
     def _uscc_valid(cls, value: str) -> str:
-        if not value:
-            return value
-        try:
-            return parse_key(KeyKind.USCC, value).value
-        except InvalidKey as exc:
-            raise ValueError(exc.key_rule) from exc
+        return _uscc_rule(value) if value else value
 
 
 _SCHEDULE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -333,6 +392,40 @@ class SigningSettings(_Section):
         return self._passphrase_from_env
 
 
+class AccessSettings(_Section):
+    """Applications for conditionally shared record types, and the grants they give."""
+
+    # An application the owner has not answered expires after this many working days
+    # (2016 rules: 10), counted in `utc_offset` from the day after submission.
+    decision_working_days: int = Field(default=10, ge=1, le=250)
+    utc_offset: str = "+08:00"
+    # Public holidays (no working day) and make-up working days (调休, a weekend day
+    # that is worked), as ISO dates; weekends are skipped otherwise.
+    holidays: list[date] = Field(default_factory=list)
+    working_weekend_days: list[date] = Field(default_factory=list)
+    # Grant duration when an application asks for none, and the longest one allowed.
+    default_grant_days: int = Field(default=365, ge=1, le=3660)
+    max_grant_days: int = Field(default=1830, ge=1, le=3660)
+    # How often a node checks the store for grants changed by any node: the bound on
+    # how late a new or revoked grant takes effect on this node.
+    grant_refresh_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    @field_validator("utc_offset")
+    @classmethod
+    def _offset_shape(cls, value: str) -> str:
+        parse_utc_offset(value)
+        return value
+
+    @model_validator(mode="after")
+    def _durations(self) -> AccessSettings:
+        if self.default_grant_days > self.max_grant_days:
+            raise ValueError("default_grant_days must not exceed max_grant_days")
+        both = sorted(set(self.holidays) & set(self.working_weekend_days))
+        if both:
+            raise ValueError(f"{both[0]} is both a holiday and a working weekend day")
+        return self
+
+
 class Settings(BaseSettings):
     """The validated configuration of one hub node."""
 
@@ -349,6 +442,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     policies: list[PolicySettings] = Field(default_factory=list)
     record_types: dict[str, RecordTypeSettings] = Field(default_factory=dict)
+    access: AccessSettings = AccessSettings()
     adapters: list[AdapterSettings] = Field(default_factory=list)
     sync: SyncSettings = SyncSettings()
     signing: SigningSettings = SigningSettings()
@@ -395,6 +489,26 @@ class Settings(BaseSettings):
                         f"adapter {adapter.id!r} serves undeclared record type "
                         f"{binding.record_type!r}"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _adapters_serve_what_they_may(self) -> Settings:
+        """An adapter serves only record types its department owns or provides."""
+        for index, adapter in enumerate(self.adapters):
+            for position, binding in enumerate(adapter.serves):
+                entry = self.record_types[binding.record_type]
+                if not entry.owner_uscc:
+                    continue
+                if adapter.department_uscc in (entry.owner_uscc, *entry.providers):
+                    continue
+                who = adapter.department_uscc or "no department_uscc"
+                raise ValueError(
+                    f"adapters[{index}].serves[{position}].record_type: adapter "
+                    f"{adapter.id!r} ({who}) may not serve {binding.record_type!r}, "
+                    f"which {entry.owner_department} ({entry.owner_uscc}) owns; set the "
+                    f"adapter's department_uscc, or add it to record_types."
+                    f"{binding.record_type}.providers"
+                )
         return self
 
     @model_validator(mode="after")

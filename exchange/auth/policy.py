@@ -4,7 +4,9 @@ A policy names a caller (``<USCC>/<system>`` or ``<USCC>/*``) and what it may do
 RPCs, which record types and which fields of each (everything else is removed before an
 answer leaves the hub), and which reasons its lookups may give. Anything no policy
 allows is denied. Verification is open to everyone; the audit service has its own rule
-(an auditor role, or the data subject's own channel).
+(an auditor role, or the data subject's own channel); the catalogue and access services
+are open to every identified caller. The sharing catalogue narrows a grant further
+(`exchange.sharing`): conditional record types need an approved application.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from domain.subjects import SubjectKey
 
 ALL = "*"
 OPEN_SERVICES = frozenset({"VerificationService"})
+# Open to every identified caller: a hall learns what exists and applies for it; what
+# each may see or decide there is checked by the services themselves.
+AUTHENTICATED_SERVICES = frozenset({"CatalogService", "AccessService"})
 _CALLER = re.compile(r"^[0-9A-Z]{18}/([A-Za-z0-9_-]+|\*)$")
 _RPC = re.compile(r"^(\*|[A-Za-z]+/(\*|[A-Za-z]+))$")
 
@@ -88,6 +93,10 @@ class Grant:
     record_fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
     reasons: tuple[re.Pattern[str], ...] = ()
     unrestricted: bool = False
+    # Set by the sharing catalogue: record types kept back (with what the caller is told,
+    # e.g. "apply for access to ..."), and fields removed from what is otherwise readable.
+    withheld: Mapping[str, str] = field(default_factory=dict)
+    withheld_fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def allows_rpc(self, service: str, method: str) -> bool:
         return self.unrestricted or bool(
@@ -96,8 +105,8 @@ class Grant:
 
     def readable_types(self, declared: Iterable[str]) -> list[str]:
         if self.unrestricted:
-            return list(declared)
-        return [t for t in declared if t in self.record_fields]
+            return [t for t in declared if t not in self.withheld]
+        return [t for t in declared if t in self.record_fields and t not in self.withheld]
 
     def fields_of(self, record_type: str) -> frozenset[str] | None:
         """Fields of `record_type` the caller may read; None means all of them."""
@@ -105,6 +114,13 @@ class Grant:
             return None
         allowed = self.record_fields.get(record_type, frozenset())
         return None if ALL in allowed else allowed
+
+    def minimize(self, record_type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """`fields` of a `record_type` record without those the caller may not read."""
+        kept = minimized(fields, self.fields_of(record_type))
+        for name in self.withheld_fields.get(record_type, ()):
+            kept.pop(name, None)
+        return kept
 
     def allows_reason(self, reason: str) -> bool:
         return self.unrestricted or not self.reasons or any(p.search(reason) for p in self.reasons)
@@ -138,7 +154,7 @@ class AccessPolicy:
     def check_rpc(self, caller: Caller, service: str, method: str) -> Grant:
         """The caller's grant; raises `PermissionDenied` when the RPC is not allowed."""
         grant = self.grant(caller)
-        if service in OPEN_SERVICES or service == "AuditService":
+        if service in OPEN_SERVICES | AUTHENTICATED_SERVICES or service == "AuditService":
             return grant
         if not grant.allows_rpc(service, method):
             raise PermissionDenied(f"{caller} may not call {service}/{method}")

@@ -15,7 +15,7 @@ from domain.records import Purpose, StoredRecord
 from domain.subjects import SubjectKey
 from exchange.audit import lookup_detail
 from exchange.auth.identity import current_caller
-from exchange.auth.policy import Caller, Grant, minimized
+from exchange.auth.policy import Caller, Grant
 from exchange.generated import common_pb2, exchange_pb2, exchange_pb2_grpc
 from exchange.hub import Hub
 from exchange.routing import SourceOutcome, SourceResult
@@ -120,7 +120,8 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         (then nothing is answered).
         """
         caller = current_caller()
-        grant = self.hub.policy.grant(caller)
+        # The sharing catalogue's seam: the static policy after catalogue and store grants.
+        grant = await self.hub.access.effective_grant(caller, self.hub.policy.grant(caller))
         request_id = str(structlog.contextvars.get_contextvars().get("request_id", ""))
         await self._refuse_unless_allowed(caller, grant, subject, requested, purpose, request_id)
         wanted = requested or tuple(self.hub.settings.record_types)
@@ -138,7 +139,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
                 status.outcome = common_pb2.SOURCE_OUTCOME_STALE_SERVED
                 status.detail = f"served from the store: {result.detail}"
             for record in records:
-                fields = minimized(record.fields, grant.fields_of(record.record_type))
+                fields = grant.minimize(record.record_type, record.fields)
                 fields_returned.setdefault(record.record_type, set()).update(fields)
                 response.records.append(convert.record_to_proto(record, stale=stale, fields=fields))
             response.sources.append(status)
@@ -153,15 +154,27 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         denied_types = set(wanted) - set(types)
         consulted = {r.adapter_id for r in results}
         for route in router.routes(subject, denied_types) if denied_types else ():
+            withheld = [grant.withheld[t] for t in route.record_types if t in grant.withheld]
+            detail = (
+                "; ".join(withheld)
+                if withheld
+                else "your access policy does not include this source's record types"
+            )
             if route.adapter.adapter_id not in consulted:
                 consulted.add(route.adapter.adapter_id)
                 response.sources.append(
                     common_pb2.SourceStatus(
                         adapter_id=route.adapter.adapter_id,
                         outcome=common_pb2.SOURCE_OUTCOME_DENIED,
-                        detail="your access policy does not include this source's record types",
+                        detail=detail,
                     )
                 )
+            elif withheld:
+                # A source also answering other types: say what it was not asked for.
+                status = next(
+                    s for s in response.sources if s.adapter_id == route.adapter.adapter_id
+                )
+                status.detail = "; ".join(filter(None, (status.detail, *withheld)))
         response.partial = any(
             r.outcome not in (SourceOutcome.OK, SourceOutcome.NOT_FOUND) for r in results
         )
@@ -183,6 +196,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
                     },
                     request_id,
                 ),
+                **_withheld_detail(grant, wanted),
             )
         )
         log.info(
@@ -208,7 +222,9 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         if not grant.allows_reason(purpose.reason):
             problem = "this reason is not among the purposes your access policy allows"
         readable = set(grant.readable_types(requested))
-        forbidden = [t for t in requested if t not in readable]
+        # Types the catalogue withholds are answered per source (DENIED, saying how to
+        # apply), not refused for the whole call.
+        forbidden = [t for t in requested if t not in readable and t not in grant.withheld]
         if forbidden:
             problem = f"your access policy does not allow reading {', '.join(forbidden)}"
         if problem is None:
@@ -264,3 +280,9 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
             else:
                 answers.append(([], False))
         return answers
+
+
+def _withheld_detail(grant: Grant, wanted: Sequence[str]) -> dict[str, Any]:
+    """The audit detail naming record types the catalogue kept back, and why."""
+    withheld = {t: grant.withheld[t] for t in wanted if t in grant.withheld}
+    return {"withheld": withheld} if withheld else {}
