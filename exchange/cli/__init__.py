@@ -12,7 +12,17 @@ import sys
 import typer
 
 from domain.errors import ConfigError, TongbanError
-from exchange.cli import adapters, certificates, client, keys, security, server, status, sync
+from exchange.cli import (
+    adapters,
+    catalog,
+    certificates,
+    client,
+    keys,
+    security,
+    server,
+    status,
+    sync,
+)
 
 app = typer.Typer(
     name="tongban",
@@ -34,6 +44,8 @@ app.add_typer(certificates.cert_app, name="cert")
 app.add_typer(certificates.trust_app, name="trust")
 app.add_typer(security.ca_app, name="ca")
 app.add_typer(security.audit_app, name="audit")
+app.add_typer(catalog.catalog_app, name="catalog")
+app.add_typer(catalog.access_app, name="access")
 
 
 def main() -> None:

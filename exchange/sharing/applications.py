@@ -198,6 +198,11 @@ class AccessDesk:
         )
         self.book = GrantBook(repository, settings.grant_refresh_seconds, clock)
 
+    def use_clock(self, clock: Clock) -> None:
+        """Read time from `clock` from now on (tests move it to expire things)."""
+        self.clock = clock
+        self.book = GrantBook(self.repository, self.settings.grant_refresh_seconds, clock)
+
     # --- the lookup path's seam -------------------------------------------------------
 
     async def effective_grant(self, caller: Caller, static: Grant) -> Grant:
