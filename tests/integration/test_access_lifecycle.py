@@ -565,7 +565,8 @@ async def test_registering_a_foreign_record_type_is_permission_denied(start_hub)
         # The owner itself may.
         await registry.Register(_registration(PSB))
     denied = [e.entry for e in server.hub.audit.store.entries() if e.entry.outcome == "DENIED"]
-    assert denied and "spec.serves[0].record_type" in denied[0].detail["why"]
+    assert denied
+    assert "spec.serves[0].record_type" in denied[0].detail["why"]
 
 
 async def test_a_named_provider_may_register(database_url, tmp_path):
