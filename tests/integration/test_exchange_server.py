@@ -318,6 +318,8 @@ async def test_health_and_reflection_list_every_service(hub_channel):
         "tongban.v1.VerificationService",
         "tongban.v1.SyncService",
         "tongban.v1.AuditService",
+        "tongban.v1.CatalogService",
+        "tongban.v1.AccessService",
     }
 
 

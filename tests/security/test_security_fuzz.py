@@ -171,6 +171,8 @@ def test_random_lookups_get_only_expected_codes(secure_process, request):
     "/tongban.v1.VerificationService/Verify",
     "/tongban.v1.AuditService/ListAccess",
     "/tongban.v1.SyncService/Start",
+    "/tongban.v1.AccessService/Apply",
+    "/tongban.v1.CatalogService/Get",
 ]))  # fmt: skip
 def test_random_bytes_to_every_service_get_only_expected_codes(secure_process, raw, method):
     channel, _ = secure_process
