@@ -154,15 +154,21 @@ def _parse_fields(
     return [access_pb2.RequestedRecordType(record_type=t, fields=f) for t, f in chosen.items()]
 
 
+def _utc(stamp: Any) -> str:
+    return str(stamp.ToDatetime().strftime("%Y-%m-%d %H:%M"))
+
+
 def _print_applications(applications: Any) -> None:
-    table = Table("id", "state", "applicant", "record types (fields)", "until", "note")
+    table = Table()
+    for title in ("id", "state", "applicant", "record types (fields)", "until (UTC)", "note"):
+        table.add_column(title, overflow="fold")
     for a in applications:
         shown = a.granted if a.state == access_pb2.APPLICATION_STATE_APPROVED else a.requested
         types = "\n".join(f"{r.record_type} ({', '.join(r.fields) or 'all'})" for r in shown)
         if a.state == access_pb2.APPLICATION_STATE_PENDING:
-            until = a.decide_by.ToDatetime().date().isoformat() + " (decide by)"
+            until = _utc(a.decide_by) + " (decide by)"
         elif a.HasField("grant_expires_at") and a.state == access_pb2.APPLICATION_STATE_APPROVED:
-            until = a.grant_expires_at.ToDatetime().isoformat(timespec="minutes")
+            until = _utc(a.grant_expires_at)
         else:
             until = "-"
         note = a.end_reason or a.decision_reason or "; ".join(a.purposes)
@@ -211,7 +217,7 @@ def access_apply(
     a = answer.application
     typer.echo(
         f"application {a.application_id} PENDING with {a.owner_department or a.owner_uscc}; "
-        f"decided by {a.decide_by.ToDatetime().date().isoformat()} or it expires"
+        f"to be decided by {_utc(a.decide_by)} UTC, or it expires"
     )
 
 

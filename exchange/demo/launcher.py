@@ -48,6 +48,8 @@ __all__ = [
     "RECORD_TYPES",
     "DemoWorld",
     "DepartmentStartError",
+    "catalogue_record_types",
+    "department_uscc",
 ]
 
 ADAPTER_IDS: Final = {
@@ -136,8 +138,68 @@ _DEPARTMENT_NAMES: Final = {
     ),
 }
 """Each department's name, and the division and organization code body of its USCC."""
+_CATALOGUE: Final[dict[str, dict[str, Any]]] = {
+    "population.resident": {
+        "department": "population",
+        "catalogue_id": "320100-GA-0001",
+        "sharing": "UNCONDITIONAL",
+        "key_kinds": ["ID_CARD"],
+        "update_frequency": "实时 / real time",
+        "legal_basis": "《政务信息资源共享管理暂行办法》第五条",
+    },
+    "market.business_license": {
+        "department": "business",
+        "catalogue_id": "320100-SJ-0001",
+        "sharing": "UNCONDITIONAL",
+        "key_kinds": ["USCC", "ORG_CODE", "ID_CARD"],
+        "update_frequency": "实时 / real time",
+        "legal_basis": "《企业信息公示暂行条例》",
+    },
+    "realestate.title": {
+        "department": "realestate",
+        "catalogue_id": "320100-ZR-0003",
+        "sharing": "UNCONDITIONAL",
+        "key_kinds": ["REAL_ESTATE_CERT", "ID_CARD", "REAL_ESTATE_UNIT"],
+        "update_frequency": "每日 / daily",
+        "legal_basis": "《不动产登记暂行条例》第二十七条",
+    },
+    "social_security.enrolment": {
+        "department": "social-security",
+        "catalogue_id": "100000-RS-0007",
+        "sharing": "CONDITIONAL",
+        "key_kinds": ["ID_CARD"],
+        "update_frequency": "每日导出 / daily export",
+        "legal_basis": "《社会保险法》第七十四条",
+    },
+}
+"""Each record type's sharing-catalogue terms; its owner is the department serving it."""
 _ADAPTER_TIMEOUT: Final = 2.0
 _REPO_ROOT: Final = Path(exchange.__file__).resolve().parents[1]
+
+
+def department_uscc(name: str) -> str:
+    """The USCC of one of the four departments (``"population"``, ...)."""
+    _, division, org_body = _DEPARTMENT_NAMES[name]
+    return make_uscc("11", division, org_body)
+
+
+def catalogue_record_types() -> dict[str, dict[str, Any]]:
+    """`RECORD_TYPES` with their catalogue entries: owner, sharing class, terms.
+
+    Social-insurance enrolments are conditionally shared (有条件共享): a hall reads them
+    only once the ministry approved its application.
+    """
+    declared: dict[str, dict[str, Any]] = {}
+    for record_type, fields in RECORD_TYPES.items():
+        terms = dict(_CATALOGUE[record_type])
+        name = terms.pop("department")
+        declared[record_type] = {
+            **fields,
+            **terms,
+            "owner_uscc": department_uscc(name),
+            "owner_department": _DEPARTMENT_NAMES[name][0],
+        }
+    return declared
 
 
 class DepartmentStartError(TongbanError):
@@ -389,7 +451,7 @@ class DemoWorld:
         """
         defaults: dict[str, Any] = {
             "data_dir": str(self.data_dir),
-            "record_types": RECORD_TYPES,
+            "record_types": catalogue_record_types(),
             "adapters": self.adapter_settings(),
         }
         return load_settings(None, **{**defaults, **overrides})
@@ -415,12 +477,11 @@ class DemoWorld:
     def _declared(
         self, name: str, kind: str, serves: dict[str, list[str]], options: dict[str, Any]
     ) -> dict[str, Any]:
-        department, division, org_body = _DEPARTMENT_NAMES[name]
         return {
             "id": ADAPTER_IDS[name],
             "kind": kind,
-            "department": department,
-            "department_uscc": make_uscc("11", division, org_body),
+            "department": _DEPARTMENT_NAMES[name][0],
+            "department_uscc": department_uscc(name),
             "timeout_seconds": _ADAPTER_TIMEOUT,
             "serves": [
                 {"record_type": record_type, "key_kinds": kinds}

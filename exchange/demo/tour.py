@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -27,8 +30,11 @@ from rich.rule import Rule
 from rich.table import Table
 
 from domain.errors import ConfigError
-from exchange.demo.launcher import ADAPTER_IDS, DemoWorld
+from exchange.auth.identity import issue_dev_token
+from exchange.cli.client import print_lookup
+from exchange.demo.launcher import ADAPTER_IDS, DemoWorld, department_uscc
 from exchange.demo.story import STORY_PURPOSE, LookupStory
+from exchange.demo.world import make_uscc
 from exchange.generated import (
     audit_pb2,
     audit_pb2_grpc,
@@ -36,6 +42,7 @@ from exchange.generated import (
     certificates_pb2_grpc,
     common_pb2,
     exchange_pb2,
+    exchange_pb2_grpc,
     sync_pb2,
     sync_pb2_grpc,
     verification_pb2,
@@ -54,6 +61,11 @@ LICENCE_FIELDS = {
 }
 LICENCE_OPTIONAL = {"business_scope": "string", "company_type": "string"}
 TONGBAN = str(Path(sys.executable).parent / "tongban")
+SOCIAL = "social_security.enrolment"
+# The hall's approval platform: an identified caller (dev token) with a static policy.
+HALL_USCC = make_uscc("11", "320102", "MB135792")
+HALL_SYSTEM = "hall-approval"
+HALL_NAME = "玄武区政务服务中心 / Xuanwu district service hall"
 
 
 def _free_port() -> int:
@@ -70,9 +82,18 @@ def _check_table(checks: Any, console: Console) -> None:
     console.print(table)
 
 
-def _run_cli(console: Console, *args: str) -> subprocess.CompletedProcess[str]:
-    console.print(f"$ tongban {' '.join(args)}", style="dim")
-    done = subprocess.run([TONGBAN, *args], capture_output=True, text=True, check=False)
+def _run_cli(
+    console: Console, *args: str, as_who: tuple[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `tongban ARGS` and print it; `as_who` is (who, dev token) to call as."""
+    env = None
+    prefix = ""
+    if as_who is not None:
+        env = {**os.environ, "TONGBAN_DEV_TOKEN": as_who[1]}
+        prefix = f"TONGBAN_DEV_TOKEN=<{as_who[0]}> "
+    shown = " ".join(f'"{a}"' if " " in a else a for a in args)
+    console.print(f"$ {prefix}tongban {shown}", style="dim")
+    done = subprocess.run([TONGBAN, *args], capture_output=True, text=True, check=False, env=env)
     console.print(done.stdout.rstrip() or done.stderr.rstrip())
     return done
 
@@ -105,6 +126,7 @@ class Tour:
         await self.story.served_stale()
         await self.story.restore_department()
         await self.sync_job()
+        await self.conditional_sharing()
         await self.access_report()
 
     async def issue_licence(
@@ -234,6 +256,80 @@ class Tour:
             f"{p.withdrawn} withdrawn"
         )
 
+    def _token(self, organization: str, system: str) -> str:
+        secret = self.server.hub.settings.security.dev_token_secret
+        assert secret is not None  # demo_settings sets one
+        return issue_dev_token(secret.get_secret_value().encode(), organization, system)
+
+    async def _hall_lookup(self, token: str) -> exchange_pb2.LookupResponse:
+        return await exchange_pb2_grpc.ExchangeServiceStub(self.channel).Lookup(
+            exchange_pb2.LookupRequest(
+                subject=common_pb2.SubjectKey(
+                    kind=common_pb2.KEY_KIND_ID_CARD, value=self.demo.showcase.id_card
+                ),
+                record_types=["population.resident", SOCIAL],
+                purpose=STORY_PURPOSE,
+            ),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=10,
+        )
+
+    async def conditional_sharing(self) -> None:
+        """Step: a conditionally shared record type, applied for and granted narrower."""
+        self.heading(
+            "有条件共享：先申请，后使用 / Conditional data: the hall applies, the ministry decides"
+        )
+        hall = (f"{HALL_NAME}", self._token(HALL_USCC, HALL_SYSTEM))
+        ministry_uscc = department_uscc("social-security")
+        ministry = ("人社部 / MOHRSS", self._token(ministry_uscc, "sharing-desk"))
+        hub = f"127.0.0.1:{self.server.port}"
+        self.console.print(
+            f"the hall's platform ({HALL_USCC}/{HALL_SYSTEM}) now calls as itself, under its "
+            "access policy; social-insurance enrolments are conditionally shared (有条件共享)"
+        )
+        print_lookup(await self._hall_lookup(hall[1]), self.console)
+        await asyncio.to_thread(_run_cli, self.console, "catalog", "show", SOCIAL, "--hub", hub,
+                                as_who=hall)  # fmt: skip
+        applied = await asyncio.to_thread(
+            _run_cli, self.console, "access", "apply", SOCIAL,
+            "--field", "insurance", "--field", "status", "--field", "since",
+            "--field", "employer",
+            "--purpose", "就业登记核验 / checking the applicant's employment",
+            "--legal-basis", "《就业服务与就业管理规定》", "--days", "90",
+            "--contact", "玄武区政务服务中心 3 号窗口", "--hub", hub, as_who=hall,
+        )  # fmt: skip
+        found = re.search(r"application (\S+) PENDING", applied.stdout)
+        if found is None:
+            self.console.print("[red]the application was not filed[/]")
+            return
+        application_id = found.group(1)
+        self.console.print("the ministry's sharing desk lists what awaits its decision:")
+        await asyncio.to_thread(_run_cli, self.console, "access", "list", "--role", "owner",
+                                "--state", "PENDING", "--hub", hub, as_who=ministry)  # fmt: skip
+        granted = ("insurance", "status")
+        await asyncio.to_thread(
+            _run_cli, self.console, "access", "decide", application_id, "--approve",
+            *[a for name in granted for a in ("--field", f"{SOCIAL}:{name}")],
+            "--days", "30", "--reason", "仅核验参保状态 / only the enrolment status is needed",
+            "--hub", hub, as_who=ministry,
+        )  # fmt: skip
+        self.console.print("the clerk looks the resident up again:")
+        answer = await self._hall_lookup(hall[1])
+        print_lookup(answer, self.console)
+        returned = {
+            name
+            for record in answer.records
+            if record.record_type == SOCIAL
+            for name in json_format.MessageToDict(record.fields)
+        }
+        if returned == set(granted):
+            self.console.print(
+                f"exactly the granted fields came back ({', '.join(granted)}), for 30 days; "
+                "the ministry can revoke the grant at any time (`tongban access revoke`)"
+            )
+        else:
+            self.console.print(f"[red]returned fields {sorted(returned)} != granted {granted}[/]")
+
     async def access_report(self) -> None:
         self.heading("The resident asks who looked at their data, and why")
         answer = await audit_pb2_grpc.AuditServiceStub(self.channel).ListAccess(
@@ -316,9 +412,23 @@ def demo_settings(demo: DemoWorld, folder: Path, http_port: int) -> Any:
                 "optional_fields": LICENCE_OPTIONAL,
             }
         },
+        policies=[
+            {
+                "caller": f"{HALL_USCC}/{HALL_SYSTEM}",
+                "rpcs": ["ExchangeService/*", "CertificateService/Get"],
+                "record_types": {
+                    "population.resident": ["*"],
+                    "market.business_license": ["*"],
+                    "realestate.title": ["*"],
+                },
+            }
+        ],
         **{
             "logging.level": "ERROR",
             "signing.public_url": f"http://127.0.0.1:{http_port}",
+            # Callers in the conditional-sharing step identify themselves by dev token;
+            # every other step calls anonymously, as dev mode allows.
+            "security.dev_token_secret": secrets.token_urlsafe(24),
         },
     )
 

@@ -55,6 +55,11 @@ async def test_the_tour_tells_every_step(tmp_path):
         "One department goes down",
         "Served from the store",
         "syncs the national social-security exports",
+        "Conditional data: the hall applies, the ministry decides",
+        "apply for access to social_security.enrolment",
+        "PENDING",
+        "APPROVED",
+        "exactly the granted fields came back (insurance, status)",
         "who looked at their data",
         "demo finished",
     ]
