@@ -5,6 +5,7 @@ record-type claims by a foreign department refused at registration and at start.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -596,3 +597,53 @@ def test_a_configured_adapter_claiming_a_foreign_record_type_is_refused_at_start
     assert "adapters[1].serves[0].record_type" in refused.value.message
     assert "market.business_license" in refused.value.message
     assert "providers" in refused.value.message
+
+
+# --- the command line --------------------------------------------------------------------
+
+
+def _dev_token(organization: str, system: str) -> str:
+    return issue_dev_token(SECRET.encode(), organization, system)
+
+
+async def test_the_access_commands_walk_an_application_through(node, tongban_cli, database_url):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the commands are the same on every store; the table above runs on both")
+    hub = ["--hub", f"127.0.0.1:{node.server.port}"]
+    hall = ["--dev-token", _dev_token(HALL, "hall-approval")]
+    ministry = ["--dev-token", _dev_token(HRSS, "social-insurance")]
+    shown = await tongban_cli("catalog", "show", SOCIAL, *hub, *hall)
+    assert shown.returncode == 0, shown.stderr
+    assert "CONDITIONAL" in shown.stdout
+    assert "100000-HRSS-0007" in shown.stdout
+    applied = await tongban_cli(
+        "access", "apply", SOCIAL, "--field", "insurance", "--purpose", "核验", *hub, *hall
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert "PENDING" in applied.stdout
+    listed = await tongban_cli("access", "list", "--role", "owner", "--json", *hub, *ministry)
+    (application,) = json.loads(listed.stdout)["applications"]
+    application_id = application["applicationId"]
+    assert application["requested"] == [{"recordType": SOCIAL, "fields": ["insurance"]}]
+    decided = await tongban_cli("access", "decide", application_id, "--approve", *hub, *ministry)
+    assert decided.returncode == 0, decided.stderr
+    assert "APPROVED" in decided.stdout
+    assert (await node.social())[0:3:2] == ("OK", {"insurance"})
+    revoked = await tongban_cli(
+        "access", "revoke", application_id, "--reason", "期满前收回", *hub, *ministry
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    assert (await node.social())[0] == "DENIED"
+    withdrawn = await tongban_cli("access", "withdraw", application_id, *hub, *hall)
+    assert withdrawn.returncode == 1
+    assert withdrawn.stderr.strip().splitlines() == [
+        f"tongban: FAILED_PRECONDITION: application {application_id} is REVOKED; only a "
+        "PENDING or APPROVED one can be withdrawn"
+    ]
+    mine = await tongban_cli("access", "list", *hub, *hall)
+    assert "REVOKED" in mine.stdout
+    assert "期满前收回" in mine.stdout
+    bad = await tongban_cli("catalog", "list", "--sharing", "SOMETIMES", *hub, *hall)
+    assert bad.returncode == 2
+    assert "--sharing" in bad.stderr
+    assert "Traceback" not in bad.stderr
