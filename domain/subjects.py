@@ -605,6 +605,10 @@ _TEXT_OPEN: Final = r"(（〔【［\["
 _TEXT_CLOSE: Final = r")）〕】］\]"
 
 _TEXT_IDENTIFIERS: Final = re.compile(
+    # E-certificate ids (GB/T 36904 shape): the issuer's USCC and the serial are masked.
+    rf"(?<![{_TEXT_ALNUM}.])(?P<cid_head>1\.2\.156\.3005\.2\.[0-9A-Za-z]+\.)"
+    rf"(?P<cid_issuer>[{_TEXT_ALNUM}]+)\.(?P<cid_serial>[{_TEXT_ALNUM}]+)"
+    rf"(?P<cid_tail>\.[0-9]{{3}}\.[0-9A-Za-z])(?![{_TEXT_ALNUM}])|"
     # Real-estate certificate numbers: the digits after 不动产权第 / 不动产证明第.
     rf"(?P<cert_head>不动产(?:权|证明)[{_TEXT_SPACE}]*第[{_TEXT_SPACE}]*)"
     rf"(?P<cert_number>[{_TEXT_DIGIT}]+)"
@@ -655,6 +659,14 @@ def _mask_token(token: str) -> str:
 
 
 def _mask_found(found: re.Match[str]) -> str:
+    if found["cid_head"] is not None:
+        return (
+            found["cid_head"]
+            + _mask_uscc(normalize(found["cid_issuer"]))
+            + "."
+            + _mask_generic(found["cid_serial"])
+            + found["cid_tail"]
+        )
     if found["cert_number"] is not None:
         return found["cert_head"] + _mask_number(found["cert_number"])
     if found["land_number"] is not None:
@@ -669,7 +681,8 @@ def mask_identifiers(text: str) -> str:
 
     Masks ID numbers (18 characters, also with a lower-case ``x``, also written in
     6-8-4 groups, and the 15-digit form), USCCs, real-estate unit numbers, and the number
-    part of real-estate and land-use certificate numbers. Matching is by shape, not by
+    part of real-estate and land-use certificate numbers, and the issuer and serial of
+    e-certificate ids (``1.2.156.3005.2.T.11320100********6K.Z9************3H.001.B``). Matching is by shape, not by
     check character, so a mistyped ID number is masked too; anything else that looks like
     an ID number (18 or 15 digits standing alone) is masked as well.
     """

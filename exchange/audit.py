@@ -6,7 +6,10 @@ without holding anyone's identifier in clear.
 
 Accesses are written with group commit: concurrent lookups wait for one shared
 transaction, and none answers before its entry is committed. When the trail cannot
-be written, the access fails: there is no access without its audit entry.
+be written, the access fails: there is no access without its audit entry. A group the
+database refuses is retried entry by entry, so one bad entry fails only its own call.
+
+The tree is published as signed tree heads (C2SP checkpoints) by the hub's root key.
 """
 
 from __future__ import annotations
@@ -15,26 +18,24 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from certstore.audit import AuditEntry, AuditLog
+from certstore.audit import AuditEntry, AuditLog, StoredAuditEntry, StoredTreeHead
 from domain.errors import StoreError, TongbanError
-from domain.records import canonical_json
 from domain.subjects import SubjectKey
 from exchange.auth.policy import Caller
-from signing.jws import sign_compact, verify_compact
+from signing import checkpoint
 from signing.keys import PublicKey, SigningKey
 
 log = structlog.get_logger("tongban.audit")
 
 MAX_ENTRIES_PER_TRANSACTION = 500
 
-_Pending = tuple[AuditEntry, "asyncio.Future[None]"]
+_Pending = tuple[AuditEntry, "asyncio.Future[StoredAuditEntry]"]
 
 
 class AuditTrail:
@@ -72,14 +73,17 @@ class AuditTrail:
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._commit_forever(self._queue))
 
-    async def record(self, entry: AuditEntry) -> None:
-        """Commit `entry`; returns once it is durable. Raises `StoreError` if it is not."""
+    async def record(self, entry: AuditEntry) -> StoredAuditEntry:
+        """Commit `entry`; returns it with its leaf once it is durable.
+
+        Raises `StoreError` if it is not, for this entry only: an entry the database
+        refuses fails its own caller, never the others committed in the same group.
+        """
         if self._queue is None:
-            await asyncio.to_thread(self.store.append, [entry])
-            return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return (await asyncio.to_thread(self.store.append, [entry]))[0]
+        done: asyncio.Future[StoredAuditEntry] = asyncio.get_running_loop().create_future()
         await self._queue.put((entry, done))
-        await done
+        return await done
 
     async def close(self) -> None:
         if self._queue is not None:
@@ -96,22 +100,47 @@ class AuditTrail:
             while len(pending) < MAX_ENTRIES_PER_TRANSACTION and not queue.empty():
                 pending.append(queue.get_nowait())
             try:
-                await asyncio.to_thread(self.store.append, [entry for entry, _ in pending])
+                await self._commit(pending)
             except Exception as exc:  # every waiter must hear of any failure, and the loop live on
-                reason = exc.message if isinstance(exc, TongbanError) else repr(exc)
-                failure = StoreError(f"the audit trail cannot be written: {reason}")
-                for _, done in pending:
-                    if not done.done():
-                        done.set_exception(failure)
-                with contextlib.suppress(Exception):  # a broken log sink must not stop audits
-                    log.error("audit trail not written", entries=len(pending), error=reason)
-            else:
-                for _, done in pending:
-                    if not done.done():
-                        done.set_result(None)
+                _fail(pending, exc)
             finally:
                 for _ in pending:
                     queue.task_done()
+
+    async def _commit(self, pending: list[_Pending]) -> None:
+        """One transaction for the whole group; when it fails, each entry again on its own
+        so that one bad entry (a value the database refuses) fails only its caller."""
+        try:
+            stored = await asyncio.to_thread(self.store.append, [entry for entry, _ in pending])
+        except Exception as exc:
+            if len(pending) == 1:
+                _fail(pending, exc)
+                return
+            for one in pending:
+                try:
+                    (alone,) = await asyncio.to_thread(self.store.append, [one[0]])
+                except Exception as single:  # this entry's own failure, for its caller only
+                    _fail([one], single)
+                else:
+                    _resolve([one], [alone])
+            return
+        _resolve(pending, stored)
+
+
+def _resolve(pending: list[_Pending], stored: list[StoredAuditEntry]) -> None:
+    for (_, done), kept in zip(pending, stored, strict=True):
+        if not done.done():
+            done.set_result(kept)
+
+
+def _fail(pending: list[_Pending], exc: BaseException) -> None:
+    reason = exc.message if isinstance(exc, TongbanError) else repr(exc)
+    failure = StoreError(f"the audit trail cannot be written: {reason}")
+    for _, done in pending:
+        if not done.done():
+            done.set_exception(failure)
+    with contextlib.suppress(Exception):  # a broken log sink must not stop audits
+        log.error("audit trail not written", entries=len(pending), error=reason)
 
 
 def lookup_detail(
@@ -132,41 +161,43 @@ def lookup_detail(
     }
 
 
-TYP_AUDIT_CHECKPOINT = "tongban-audit-checkpoint+jws"
+DEFAULT_ORIGIN = "tongban/audit"
 
 
-def sign_checkpoint(
-    store: AuditLog, key: SigningKey, now: datetime | None = None
-) -> tuple[int, str] | None:
-    """Sign the chain's head with `key` (the hub's root key) and store the checkpoint.
+def sign_tree_head(
+    store: AuditLog,
+    key: SigningKey,
+    origin: str = DEFAULT_ORIGIN,
+    now: datetime | None = None,
+) -> StoredTreeHead | None:
+    """Sign the tree as it stands with `key` (the hub's root key) and store the checkpoint.
 
-    Returns (sequence, hash) signed, or None when the chain is empty or its head is
-    signed already. Raises `StoreError`.
+    Returns the new signed head, or None when the tree is empty or its size is signed
+    already. Raises `StoreError`.
     """
-    sequence, digest = store.head()
-    signed = store.checkpoints()
-    if sequence == 0 or (signed and signed[-1][0] >= sequence):
+    size, root = store.head()
+    latest = store.latest_tree_head()
+    if size == 0 or (latest is not None and latest.size >= size):
         return None
-    moment = now or datetime.now(UTC)
-    claims = {"sequence": sequence, "entry_hash": digest, "signed_at": moment.isoformat()}
-    token = sign_compact(canonical_json(claims), key, typ=TYP_AUDIT_CHECKPOINT)
-    store.add_checkpoint(sequence, digest, moment, token)
-    return sequence, digest
+    moment = (now or datetime.now(UTC)).replace(microsecond=0)
+    note = checkpoint.sign_tree_head(
+        checkpoint.TreeHead(origin, size, bytes.fromhex(root), moment), key
+    )
+    store.add_tree_head(size, root, moment, note)
+    return StoredTreeHead(size, root, moment, note)
 
 
-def verified_checkpoints(store: AuditLog, root: PublicKey) -> tuple[dict[int, str], str | None]:
-    """The checkpoints whose signature verifies under `root`, and the first problem.
-
-    A checkpoint whose signature does not verify, or whose signed content differs from
-    its row, is a problem: someone edited the checkpoints themselves.
-    """
+def verified_tree_heads(store: AuditLog, root: PublicKey) -> tuple[dict[int, str], str | None]:
+    """The stored signed heads whose signature verifies under `root` (size → root hex),
+    and the first problem: a head whose signature fails, or whose row differs from what
+    was signed, means someone edited the heads themselves."""
     good: dict[int, str] = {}
-    for sequence, digest, token in store.checkpoints():
+    for stored in store.tree_heads():
         try:
-            claims = json.loads(verify_compact(token, root, typ=TYP_AUDIT_CHECKPOINT).payload)
-        except (TongbanError, ValueError):
-            return good, f"the signed checkpoint at entry {sequence} does not verify"
-        if claims.get("sequence") != sequence or claims.get("entry_hash") != digest:
-            return good, f"the checkpoint at entry {sequence} differs from what was signed"
-        good[sequence] = digest
+            head = checkpoint.open_tree_head(stored.note, root)
+        except TongbanError:
+            return good, f"the signed tree head of size {stored.size} does not verify"
+        if head.size != stored.size or head.root.hex() != stored.root:
+            return good, f"the tree head of size {stored.size} differs from what was signed"
+        good[head.size] = head.root.hex()
     return good, None

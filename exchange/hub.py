@@ -13,18 +13,19 @@ import structlog
 
 from adapters.base import Adapter
 from certstore.access import AccessRepository
-from certstore.audit import AuditLog
+from certstore.audit import AuditLog, StoredTreeHead
 from certstore.database import Database
 from certstore.field_cipher import FieldCipher
 from certstore.migrate import current, head, upgrade
 from certstore.records import RecordRepository
 from certstore.registrations import RegistrationRepository
 from domain.errors import ConfigError, StoreError
-from exchange.audit import AuditTrail
+from exchange.audit import AuditTrail, sign_tree_head
 from exchange.auth.identity import CallerResolver
 from exchange.auth.policy import AccessPolicy
 from exchange.catalog import AdapterCatalog
 from exchange.certificates.library import CertificateLibrary
+from exchange.receipts import ReceiptIssuer
 from exchange.record_types import RecordTypes
 from exchange.record_writer import RecordWriter
 from exchange.routing import LookupRouter
@@ -52,6 +53,7 @@ class Hub:
     # The sharing catalogue, and the applications and grants decided under it.
     sharing: SharingCatalogue
     access: AccessDesk
+    receipts: ReceiptIssuer | None = None
 
     @classmethod
     def open(cls, settings: Settings, adapters: Sequence[Adapter] | None = None) -> Hub:
@@ -89,9 +91,10 @@ class Hub:
                 dev_allow_anonymous=security.dev_allow_anonymous,
             ),
             audit,
-            CertificateLibrary.open(settings, database, audit),
+            library := CertificateLibrary.open(settings, database, audit),
             sharing,
             AccessDesk(sharing, AccessRepository(database), settings.access, audit),
+            ReceiptIssuer(library.keys, settings.audit.origin) if settings.audit.receipts else None,
         )
 
     @property
@@ -113,6 +116,18 @@ class Hub:
     async def close_adapters(adapters: Iterable[Adapter]) -> None:
         for adapter in adapters:
             await adapter.close()
+
+    def sign_tree_head(self) -> StoredTreeHead | None:
+        """Sign and store a tree head of the audit log with the root key, when the log grew
+        since the last one. None when nothing is new or this node has no root key.
+
+        Raises `StoreError`, and the key's errors when it does not open.
+        """
+        keys = self.certificates.keys
+        root = keys.root()
+        if root is None:
+            return None
+        return sign_tree_head(self.audit.store, keys.open(root), self.settings.audit.origin)
 
     def start(self) -> None:
         """Start the background work (record and audit writes) on the running loop."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,8 +15,8 @@ from grpc_health.v1 import _async as health_aio  # the package's own aio service
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from certstore.audit import StoredTreeHead
 from domain.errors import ConfigError, TongbanError
-from exchange.audit import sign_checkpoint
 from exchange.auth.gate import Gate
 from exchange.generated import (
     access_pb2,
@@ -138,6 +139,7 @@ class HubServer:
             )
         self.listen = listen
         self._probe: asyncio.Task[None] | None = None
+        self._last_tree_head = float("-inf")
         self.sync: SyncNode | None = None
 
     def _add_services(self) -> None:
@@ -210,6 +212,10 @@ class HubServer:
                 await self.hub.refresh()
             except TongbanError as exc:
                 log.warning("adapter registrations not refreshed", error=exc.message)
+            now = time.monotonic()
+            if now - self._last_tree_head < self.hub.settings.audit.tree_head_seconds:
+                continue
+            self._last_tree_head = now
             try:
                 await self.hub.access.expire_overdue()
             except TongbanError as exc:
@@ -217,18 +223,14 @@ class HubServer:
             try:
                 await asyncio.to_thread(self.sign_audit_checkpoint)
             except TongbanError as exc:
-                log.warning("audit checkpoint not signed", error=exc.message)
+                log.warning("audit tree head not signed", error=exc.message)
 
-    def sign_audit_checkpoint(self) -> tuple[int, str] | None:
-        """Sign the audit chain's head with the root key, when it moved (blocking).
+    def sign_audit_checkpoint(self) -> StoredTreeHead | None:
+        """Publish a signed tree head when the audit log grew (blocking).
 
         Raises `StoreError`; does nothing when this node has no root key.
         """
-        keys = self.hub.certificates.keys
-        root = keys.root()
-        if root is None:
-            return None
-        return sign_checkpoint(self.hub.audit.store, keys.open(root))
+        return self.hub.sign_tree_head()
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight calls finish within `grace`, then stop."""

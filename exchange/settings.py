@@ -128,6 +128,19 @@ class SecuritySettings(_Section):
     encrypt_records: bool | None = None
 
 
+class AuditSettings(_Section):
+    """The audit log's published tree heads and the receipts on answers."""
+
+    # The log's name in its signed tree heads (the C2SP checkpoint origin line and
+    # signature key name): a schema-less URL-like name unique to this hub.
+    origin: str = Field(default="tongban/audit", pattern=r"^[^\s+]{1,128}$")
+    # How often a node with the root key signs a new tree head when the log grew.
+    tree_head_seconds: float = Field(default=60.0, ge=1, le=86_400)
+    # Every Lookup answer carries a receipt signed by the hub (off only to measure
+    # what receipts cost: `make bench`).
+    receipts: bool = True
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "console"] = "json"
@@ -440,6 +453,7 @@ class Settings(BaseSettings):
     exchange: ExchangeSettings = ExchangeSettings()
     logging: LoggingSettings = LoggingSettings()
     security: SecuritySettings = SecuritySettings()
+    audit: AuditSettings = AuditSettings()
     policies: list[PolicySettings] = Field(default_factory=list)
     record_types: dict[str, RecordTypeSettings] = Field(default_factory=dict)
     access: AccessSettings = AccessSettings()

@@ -14,10 +14,12 @@ import typer
 from domain.errors import ConfigError, TongbanError
 from exchange.cli import (
     adapters,
+    audit,
     catalog,
     certificates,
     client,
     keys,
+    receipts,
     security,
     server,
     status,
@@ -43,7 +45,8 @@ app.add_typer(sync.app, name="sync")
 app.add_typer(certificates.cert_app, name="cert")
 app.add_typer(certificates.trust_app, name="trust")
 app.add_typer(security.ca_app, name="ca")
-app.add_typer(security.audit_app, name="audit")
+app.add_typer(audit.app, name="audit")
+app.add_typer(receipts.app, name="receipt")
 app.add_typer(catalog.catalog_app, name="catalog")
 app.add_typer(catalog.access_app, name="access")
 

@@ -148,6 +148,14 @@ def lookup(
     hub: HubOption = "127.0.0.1:50051",
     deadline: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw answer as JSON.")] = False,
+    receipt: Annotated[
+        Path | None,
+        typer.Option("--receipt", help="Save the hub's signed receipt for this answer here."),
+    ] = None,
+    answer_file: Annotated[
+        Path | None,
+        typer.Option("--answer", help="Save the answer as JSON here (for `receipt verify`)."),
+    ] = None,
     dev_token: DevTokenOption = None,
     tls_ca: TlsCaOption = None,
     tls_cert: TlsCertOption = None,
@@ -163,10 +171,25 @@ def lookup(
     )
     connection = HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key)
     response = connection.call(exchange_pb2_grpc.ExchangeServiceStub, "Lookup", request, deadline)
+    if receipt is not None:
+        if not response.receipt:
+            raise TongbanError("the hub sent no receipt (it holds no root key to sign one)")
+        _write_new(receipt, response.receipt + "\n", "--receipt")
+    if answer_file is not None:
+        _write_new(answer_file, json_format.MessageToJson(response, ensure_ascii=False), "--answer")
     if as_json:
         typer.echo(json_format.MessageToJson(response, ensure_ascii=False))
         return
     print_lookup(response, Console())
+
+
+def _write_new(path: Path, text: str, option: str) -> None:
+    """Write a file that must not exist yet. Raises `ConfigError` naming `option`."""
+    try:
+        with path.open("x", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise ConfigError(option, f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _readable(value: object) -> str:

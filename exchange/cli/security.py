@@ -1,29 +1,22 @@
-"""`tongban ca` (a dev/test CA for secure mode) and `tongban audit` (the audit trail)."""
+"""`tongban ca`: a dev/test CA for secure mode."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from certstore.audit import AuditLog
-from certstore.certificates import CertificateStore
-from certstore.database import Database
 from certstore.field_cipher import FieldCipher
 from domain.errors import ConfigError
 from domain.subjects import parse_key
-from exchange.audit import verified_checkpoints
 from exchange.auth.ca import CertificateAuthority
 from exchange.auth.identity import issue_dev_token
 from exchange.cli.server import ConfigOption, _settings
-from signing.keys import PublicKey
 
 ca_app = typer.Typer(
     help="A certificate authority for running the hub with mTLS.", no_args_is_help=True
 )
-audit_app = typer.Typer(help="Check the audit trail.", no_args_is_help=True)
 
 CaDir = Annotated[Path, typer.Option("--dir", help="The CA's folder.")]
 
@@ -113,51 +106,3 @@ def ca_dev_token(
 def ca_record_key() -> None:
     """Print a new AES-256 key (base64) for security.record_keys."""
     typer.echo(FieldCipher.generate_key())
-
-
-@audit_app.command("verify")
-def audit_verify(
-    config: ConfigOption = None,
-    root: Annotated[
-        Path | None,
-        typer.Option(
-            "--root",
-            help="The hub's root public key (JWK, from `tongban trust export`) to check "
-            "the signed checkpoints with; default: the root key in the store.",
-        ),
-    ] = None,
-) -> None:
-    """Walk the audit chain and its signed checkpoints; exit 0 when intact, 1 naming the
-    first tampered entry."""
-    from exchange.hub import open_store
-
-    settings = _settings(config)
-    database = open_store(settings)
-    try:
-        store = AuditLog(database)
-        root_key = _root_public_key(database, root)
-        checkpoints, problem = verified_checkpoints(store, root_key) if root_key else ({}, None)
-        report = store.verify(checkpoints)
-    finally:
-        database.dispose()
-    if problem is not None:
-        typer.echo(f"audit checkpoints BROKEN: {problem}")
-        raise typer.Exit(1)
-    if report.intact:
-        typer.echo(
-            f"audit chain intact: {report.entries_checked} entries, "
-            f"{len(checkpoints)} signed checkpoints verified"
-        )
-        return
-    typer.echo(f"audit chain BROKEN at entry {report.first_bad_sequence}: {report.problem}")
-    raise typer.Exit(1)
-
-
-def _root_public_key(database: Database, path: Path | None) -> PublicKey | None:
-    if path is not None:
-        try:
-            return PublicKey.from_jwk(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
-            raise ConfigError("--root", f"cannot read a JWK from {path}: {exc}") from exc
-    root = next((k for k in CertificateStore(database).signing_keys() if k.is_root), None)
-    return PublicKey.from_jwk(root.public_jwk) if root else None

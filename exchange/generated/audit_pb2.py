@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from exchange.generated import common_pb2 as tongban_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tongban/v1/audit.proto\x12\ntongban.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tongban/v1/common.proto\"\xce\x01\n\x0b\x41\x63\x63\x65ssEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63\x61ller\x18\x03 \x01(\t\x12\x14\n\x0crecord_types\x18\x04 \x03(\t\x12\x17\n\x0f\x66ields_returned\x18\x05 \x03(\t\x12$\n\x07purpose\x18\x06 \x01(\x0b\x32\x13.tongban.v1.Purpose\x12\x0f\n\x07sources\x18\x07 \x03(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\"\x8e\x01\n\x11ListAccessRequest\x12\'\n\x07subject\x18\x01 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"W\n\x12ListAccessResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.tongban.v1.AccessEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x14\n\x12VerifyChainRequest\"k\n\x13VerifyChainResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x02 \x01(\x03\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t2\xab\x01\n\x0c\x41uditService\x12K\n\nListAccess\x12\x1d.tongban.v1.ListAccessRequest\x1a\x1e.tongban.v1.ListAccessResponse\x12N\n\x0bVerifyChain\x12\x1e.tongban.v1.VerifyChainRequest\x1a\x1f.tongban.v1.VerifyChainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tongban/v1/audit.proto\x12\ntongban.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tongban/v1/common.proto\"\x8e\x02\n\x0b\x41\x63\x63\x65ssEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63\x61ller\x18\x03 \x01(\t\x12\x14\n\x0crecord_types\x18\x04 \x03(\t\x12\x17\n\x0f\x66ields_returned\x18\x05 \x03(\t\x12$\n\x07purpose\x18\x06 \x01(\x0b\x32\x13.tongban.v1.Purpose\x12\x0f\n\x07sources\x18\x07 \x03(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x12\n\nleaf_index\x18\t \x01(\x03\x12\x11\n\tleaf_data\x18\n \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x0b \x03(\x0c\"}\n\x0eSignedTreeHead\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x11\n\troot_hash\x18\x02 \x01(\x0c\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncheckpoint\x18\x04 \x01(\t\x12\x0c\n\x04hash\x18\x05 \x01(\t\"#\n\x12GetTreeHeadRequest\x12\r\n\x05\x66resh\x18\x01 \x01(\x08\"D\n\x13GetTreeHeadResponse\x12-\n\ttree_head\x18\x01 \x01(\x0b\x32\x1a.tongban.v1.SignedTreeHead\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x03\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x03\"X\n\x1bGetConsistencyProofResponse\x12\r\n\x05proof\x18\x01 \x03(\x0c\x12*\n\x06second\x18\x02 \x01(\x0b\x32\x1a.tongban.v1.SignedTreeHead\"A\n\x18GetInclusionProofRequest\x12\x12\n\nleaf_index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"l\n\x19GetInclusionProofResponse\x12\r\n\x05proof\x18\x01 \x03(\x0c\x12\x11\n\tleaf_hash\x18\x02 \x01(\x0c\x12-\n\ttree_head\x18\x03 \x01(\x0b\x32\x1a.tongban.v1.SignedTreeHead\"\x8e\x01\n\x11ListAccessRequest\x12\'\n\x07subject\x18\x01 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x86\x01\n\x12ListAccessResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.tongban.v1.AccessEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12-\n\ttree_head\x18\x03 \x01(\x0b\x32\x1a.tongban.v1.SignedTreeHead\"\x14\n\x12VerifyChainRequest\"k\n\x13VerifyChainResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x02 \x01(\x03\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t2\xc5\x03\n\x0c\x41uditService\x12K\n\nListAccess\x12\x1d.tongban.v1.ListAccessRequest\x1a\x1e.tongban.v1.ListAccessResponse\x12N\n\x0bVerifyChain\x12\x1e.tongban.v1.VerifyChainRequest\x1a\x1f.tongban.v1.VerifyChainResponse\x12N\n\x0bGetTreeHead\x12\x1e.tongban.v1.GetTreeHeadRequest\x1a\x1f.tongban.v1.GetTreeHeadResponse\x12\x66\n\x13GetConsistencyProof\x12&.tongban.v1.GetConsistencyProofRequest\x1a\'.tongban.v1.GetConsistencyProofResponse\x12`\n\x11GetInclusionProof\x12$.tongban.v1.GetInclusionProofRequest\x1a%.tongban.v1.GetInclusionProofResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.generated.audit_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACCESSENTRY']._serialized_start=97
-  _globals['_ACCESSENTRY']._serialized_end=303
-  _globals['_LISTACCESSREQUEST']._serialized_start=306
-  _globals['_LISTACCESSREQUEST']._serialized_end=448
-  _globals['_LISTACCESSRESPONSE']._serialized_start=450
-  _globals['_LISTACCESSRESPONSE']._serialized_end=537
-  _globals['_VERIFYCHAINREQUEST']._serialized_start=539
-  _globals['_VERIFYCHAINREQUEST']._serialized_end=559
-  _globals['_VERIFYCHAINRESPONSE']._serialized_start=561
-  _globals['_VERIFYCHAINRESPONSE']._serialized_end=668
-  _globals['_AUDITSERVICE']._serialized_start=671
-  _globals['_AUDITSERVICE']._serialized_end=842
+  _globals['_ACCESSENTRY']._serialized_end=367
+  _globals['_SIGNEDTREEHEAD']._serialized_start=369
+  _globals['_SIGNEDTREEHEAD']._serialized_end=494
+  _globals['_GETTREEHEADREQUEST']._serialized_start=496
+  _globals['_GETTREEHEADREQUEST']._serialized_end=531
+  _globals['_GETTREEHEADRESPONSE']._serialized_start=533
+  _globals['_GETTREEHEADRESPONSE']._serialized_end=601
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=603
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=672
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=674
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=762
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=764
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=829
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=831
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=939
+  _globals['_LISTACCESSREQUEST']._serialized_start=942
+  _globals['_LISTACCESSREQUEST']._serialized_end=1084
+  _globals['_LISTACCESSRESPONSE']._serialized_start=1087
+  _globals['_LISTACCESSRESPONSE']._serialized_end=1221
+  _globals['_VERIFYCHAINREQUEST']._serialized_start=1223
+  _globals['_VERIFYCHAINREQUEST']._serialized_end=1243
+  _globals['_VERIFYCHAINRESPONSE']._serialized_start=1245
+  _globals['_VERIFYCHAINRESPONSE']._serialized_end=1352
+  _globals['_AUDITSERVICE']._serialized_start=1355
+  _globals['_AUDITSERVICE']._serialized_end=1808
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class AuditServiceStub:
-    """Answers a data subject's question "who looked at my data, and why", and checks the chain.
+    """Answers a data subject's question "who looked at my data, and why", with proofs, and
+    lets anyone check that the log was never rewritten.
     """
 
     def __init__(self, channel):
@@ -45,10 +46,26 @@ class AuditServiceStub:
                 request_serializer=tongban_dot_v1_dot_audit__pb2.VerifyChainRequest.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_audit__pb2.VerifyChainResponse.FromString,
                 _registered_method=True)
+        self.GetTreeHead = channel.unary_unary(
+                '/tongban.v1.AuditService/GetTreeHead',
+                request_serializer=tongban_dot_v1_dot_audit__pb2.GetTreeHeadRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_audit__pb2.GetTreeHeadResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/tongban.v1.AuditService/GetConsistencyProof',
+                request_serializer=tongban_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/tongban.v1.AuditService/GetInclusionProof',
+                request_serializer=tongban_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_audit__pb2.GetInclusionProofResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
-    """Answers a data subject's question "who looked at my data, and why", and checks the chain.
+    """Answers a data subject's question "who looked at my data, and why", with proofs, and
+    lets anyone check that the log was never rewritten.
     """
 
     def ListAccess(self, request, context):
@@ -58,8 +75,30 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyChain(self, request, context):
-        """Walks the hash chain and reports the first entry whose content, order or presence was
-        tampered with.
+        """Recomputes the Merkle tree from the entries and reports the first entry whose
+        content, order or presence was tampered with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTreeHead(self, request, context):
+        """The newest signed tree head; with `fresh`, one signed now when the log grew.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """RFC 9162 consistency proof that the tree of `second_size` extends the tree of
+        `first_size` (second_size 0: the newest signed tree head).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """RFC 9162 inclusion proof of one leaf (for example a receipt's) in a signed tree.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,6 +117,21 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     request_deserializer=tongban_dot_v1_dot_audit__pb2.VerifyChainRequest.FromString,
                     response_serializer=tongban_dot_v1_dot_audit__pb2.VerifyChainResponse.SerializeToString,
             ),
+            'GetTreeHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTreeHead,
+                    request_deserializer=tongban_dot_v1_dot_audit__pb2.GetTreeHeadRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_audit__pb2.GetTreeHeadResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=tongban_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=tongban_dot_v1_dot_audit__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_audit__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'tongban.v1.AuditService', rpc_method_handlers)
@@ -87,7 +141,8 @@ def add_AuditServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuditService:
-    """Answers a data subject's question "who looked at my data, and why", and checks the chain.
+    """Answers a data subject's question "who looked at my data, and why", with proofs, and
+    lets anyone check that the log was never rewritten.
     """
 
     @staticmethod
@@ -134,6 +189,87 @@ class AuditService:
             '/tongban.v1.AuditService/VerifyChain',
             tongban_dot_v1_dot_audit__pb2.VerifyChainRequest.SerializeToString,
             tongban_dot_v1_dot_audit__pb2.VerifyChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTreeHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.AuditService/GetTreeHead',
+            tongban_dot_v1_dot_audit__pb2.GetTreeHeadRequest.SerializeToString,
+            tongban_dot_v1_dot_audit__pb2.GetTreeHeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.AuditService/GetConsistencyProof',
+            tongban_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+            tongban_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.AuditService/GetInclusionProof',
+            tongban_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+            tongban_dot_v1_dot_audit__pb2.GetInclusionProofResponse.FromString,
             options,
             channel_credentials,
             insecure,

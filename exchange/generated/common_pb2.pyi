@@ -168,6 +168,7 @@ class Provenance(_message.Message):
     SOURCE_RECORD_ID_FIELD_NUMBER: _builtins.int
     FETCHED_AT_FIELD_NUMBER: _builtins.int
     CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_SIGNATURE_FIELD_NUMBER: _builtins.int
     adapter_id: _builtins.str
     """The adapter that produced the record."""
     department: _builtins.str
@@ -176,6 +177,12 @@ class Provenance(_message.Message):
     """The record's identifier in the source system."""
     content_hash: _builtins.str
     """"sha256:<hex>" over the canonical JSON of the record's fields."""
+    department_signature: _builtins.str
+    """The department's own signature over the record (a compact JWS by its department
+    key, published in the trust bundle), verified by the hub on arrival and passed
+    through unchanged, also when the record is served from the store. Empty when the
+    department does not sign.
+    """
     @_builtins.property
     def fetched_at(self) -> _timestamp_pb2.Timestamp:
         """When the hub fetched the record from the source."""
@@ -188,10 +195,11 @@ class Provenance(_message.Message):
         source_record_id: _builtins.str = ...,
         fetched_at: _timestamp_pb2.Timestamp | None = ...,
         content_hash: _builtins.str = ...,
+        department_signature: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fetched_at", b"fetched_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter_id", b"adapter_id", "content_hash", b"content_hash", "department", b"department", "fetched_at", b"fetched_at", "source_record_id", b"source_record_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter_id", b"adapter_id", "content_hash", b"content_hash", "department", b"department", "department_signature", b"department_signature", "fetched_at", b"fetched_at", "source_record_id", b"source_record_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from exchange.generated import common_pb2 as tongban_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tongban/v1/exchange.proto\x12\ntongban.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17tongban/v1/common.proto\"\xa6\x01\n\rLookupRequest\x12\'\n\x07subject\x18\x01 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x14\n\x0crecord_types\x18\x02 \x03(\t\x12$\n\x07purpose\x18\x03 \x01(\x0b\x32\x13.tongban.v1.Purpose\x12\x30\n\rmax_staleness\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xdc\x01\n\x0eLookupResponse\x12\'\n\x07subject\x18\x01 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12#\n\x07records\x18\x02 \x03(\x0b\x32\x12.tongban.v1.Record\x12)\n\x07sources\x18\x03 \x03(\x0b\x32\x18.tongban.v1.SourceStatus\x12\x0f\n\x07partial\x18\x04 \x01(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12,\n\x08rejected\x18\x06 \x03(\x0b\x32\x1a.tongban.v1.RejectedRecord\"\xc5\x01\n\x12\x42\x61tchLookupRequest\x12(\n\x08subjects\x18\x01 \x03(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x14\n\x0crecord_types\x18\x02 \x03(\t\x12$\n\x07purpose\x18\x03 \x01(\x0b\x32\x13.tongban.v1.Purpose\x12\x30\n\rmax_staleness\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\x05\"\xb5\x01\n\x13\x42\x61tchLookupResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12\'\n\x07subject\x18\x02 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1a.tongban.v1.LookupResponseH\x00\x12-\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1c.tongban.v1.BatchLookupErrorH\x00\x42\t\n\x07outcome\"@\n\x10\x42\x61tchLookupError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t2\xa4\x01\n\x0f\x45xchangeService\x12?\n\x06Lookup\x12\x19.tongban.v1.LookupRequest\x1a\x1a.tongban.v1.LookupResponse\x12P\n\x0b\x42\x61tchLookup\x12\x1e.tongban.v1.BatchLookupRequest\x1a\x1f.tongban.v1.BatchLookupResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tongban/v1/exchange.proto\x12\ntongban.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17tongban/v1/common.proto\"\xa6\x01\n\rLookupRequest\x12\'\n\x07subject\x18\x01 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x14\n\x0crecord_types\x18\x02 \x03(\t\x12$\n\x07purpose\x18\x03 \x01(\x0b\x32\x13.tongban.v1.Purpose\x12\x30\n\rmax_staleness\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xed\x01\n\x0eLookupResponse\x12\'\n\x07subject\x18\x01 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12#\n\x07records\x18\x02 \x03(\x0b\x32\x12.tongban.v1.Record\x12)\n\x07sources\x18\x03 \x03(\x0b\x32\x18.tongban.v1.SourceStatus\x12\x0f\n\x07partial\x18\x04 \x01(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12,\n\x08rejected\x18\x06 \x03(\x0b\x32\x1a.tongban.v1.RejectedRecord\x12\x0f\n\x07receipt\x18\x07 \x01(\t\"\xc5\x01\n\x12\x42\x61tchLookupRequest\x12(\n\x08subjects\x18\x01 \x03(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x14\n\x0crecord_types\x18\x02 \x03(\t\x12$\n\x07purpose\x18\x03 \x01(\x0b\x32\x13.tongban.v1.Purpose\x12\x30\n\rmax_staleness\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\x05\"\xb5\x01\n\x13\x42\x61tchLookupResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12\'\n\x07subject\x18\x02 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1a.tongban.v1.LookupResponseH\x00\x12-\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1c.tongban.v1.BatchLookupErrorH\x00\x42\t\n\x07outcome\"@\n\x10\x42\x61tchLookupError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t2\xa4\x01\n\x0f\x45xchangeService\x12?\n\x06Lookup\x12\x19.tongban.v1.LookupRequest\x1a\x1a.tongban.v1.LookupResponse\x12P\n\x0b\x42\x61tchLookup\x12\x1e.tongban.v1.BatchLookupRequest\x1a\x1f.tongban.v1.BatchLookupResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,13 +36,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOOKUPREQUEST']._serialized_start=99
   _globals['_LOOKUPREQUEST']._serialized_end=265
   _globals['_LOOKUPRESPONSE']._serialized_start=268
-  _globals['_LOOKUPRESPONSE']._serialized_end=488
-  _globals['_BATCHLOOKUPREQUEST']._serialized_start=491
-  _globals['_BATCHLOOKUPREQUEST']._serialized_end=688
-  _globals['_BATCHLOOKUPRESPONSE']._serialized_start=691
-  _globals['_BATCHLOOKUPRESPONSE']._serialized_end=872
-  _globals['_BATCHLOOKUPERROR']._serialized_start=874
-  _globals['_BATCHLOOKUPERROR']._serialized_end=938
-  _globals['_EXCHANGESERVICE']._serialized_start=941
-  _globals['_EXCHANGESERVICE']._serialized_end=1105
+  _globals['_LOOKUPRESPONSE']._serialized_end=505
+  _globals['_BATCHLOOKUPREQUEST']._serialized_start=508
+  _globals['_BATCHLOOKUPREQUEST']._serialized_end=705
+  _globals['_BATCHLOOKUPRESPONSE']._serialized_start=708
+  _globals['_BATCHLOOKUPRESPONSE']._serialized_end=889
+  _globals['_BATCHLOOKUPERROR']._serialized_start=891
+  _globals['_BATCHLOOKUPERROR']._serialized_end=955
+  _globals['_EXCHANGESERVICE']._serialized_start=958
+  _globals['_EXCHANGESERVICE']._serialized_end=1122
 # @@protoc_insertion_point(module_scope)

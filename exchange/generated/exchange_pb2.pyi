@@ -74,10 +74,17 @@ class LookupResponse(_message.Message):
     PARTIAL_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
     partial: _builtins.bool
     """True when any consulted source did not answer OK or NOT_FOUND."""
     request_id: _builtins.str
     """The hub's request id, also in its logs and audit trail."""
+    receipt: _builtins.str
+    """The hub's receipt for this answer: a compact JWS (typ tongban-receipt+jws) by the
+    hub's root key binding the caller, subject, purpose, time, every source's outcome,
+    every returned record's provenance and hashes, and the audit leaf of this access.
+    `tongban receipt verify` checks it offline against the answer.
+    """
     @_builtins.property
     def subject(self) -> _common_pb2.SubjectKey:
         """The subject as normalized by the hub."""
@@ -101,10 +108,11 @@ class LookupResponse(_message.Message):
         partial: _builtins.bool = ...,
         request_id: _builtins.str = ...,
         rejected: _abc.Iterable[_common_pb2.RejectedRecord] | None = ...,
+        receipt: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["partial", b"partial", "records", b"records", "rejected", b"rejected", "request_id", b"request_id", "sources", b"sources", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partial", b"partial", "receipt", b"receipt", "records", b"records", "rejected", b"rejected", "request_id", b"request_id", "sources", b"sources", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -18,6 +18,7 @@ from exchange.auth.identity import current_caller
 from exchange.auth.policy import Caller, Grant
 from exchange.generated import common_pb2, exchange_pb2, exchange_pb2_grpc
 from exchange.hub import Hub
+from exchange.receipts import ConsultedSource, ReturnedRecord, answer_view
 from exchange.routing import SourceOutcome, SourceResult
 from exchange.services import convert
 from exchange.status import status_code_for
@@ -133,6 +134,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
             subject=convert.subject_to_proto(subject), request_id=request_id
         )
         fields_returned: dict[str, set[str]] = {}
+        returned: list[ReturnedRecord] = []
         for result, (records, stale) in zip(results, answers, strict=True):
             status = convert.source_status_to_proto(result, len(records))
             if stale:
@@ -142,6 +144,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
                 fields = grant.minimize(record.record_type, record.fields)
                 fields_returned.setdefault(record.record_type, set()).update(fields)
                 response.records.append(convert.record_to_proto(record, stale=stale, fields=fields))
+                returned.append(ReturnedRecord(record, fields, stale))
             response.sources.append(status)
             response.rejected.extend(
                 common_pb2.RejectedRecord(
@@ -179,7 +182,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
             r.outcome not in (SourceOutcome.OK, SourceOutcome.NOT_FOUND) for r in results
         )
         outcome = "PARTIAL" if response.partial else "OK"
-        await self.hub.audit.record(
+        audited = await self.hub.audit.record(
             self.hub.audit.entry(
                 caller,
                 "LOOKUP",
@@ -199,6 +202,27 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
                 **_withheld_detail(grant, wanted),
             )
         )
+        if self.hub.receipts is not None:
+            latencies = {r.adapter_id: r.latency for r in results}
+            consulted_sources = [
+                ConsultedSource(
+                    status.adapter_id,
+                    _OUTCOME_NAMES[status.outcome],
+                    latencies.get(status.adapter_id, 0.0),
+                    status.record_count,
+                )
+                for status in response.sources
+            ]
+            view = answer_view(request_id, subject, returned, consulted_sources, response.partial)
+            response.receipt = await asyncio.to_thread(
+                self.hub.receipts.issue,
+                view,
+                caller=str(caller),
+                subject=subject,
+                purpose=purpose,
+                issued_at=audited.entry.at,
+                audited=audited,
+            )
         log.info(
             "lookup answered",
             subject=subject.masked(),

@@ -807,6 +807,13 @@ def test_subject_key_is_hashable_and_compared_by_value() -> None:
             id="id-and-uscc-in-english",
         ),
         pytest.param(
+            "issued 1.2.156.3005.2.11100000000013338W001.11320100MB1111116K"
+            ".Z9LN07ZQQGPEYF3H.001.B to 11010519491231002X",
+            "issued 1.2.156.3005.2.11100000000013338W001.11320100********6K"
+            ".Z9************3H.001.B to 110105********002X",
+            id="certificate-id-issuer-and-serial",
+        ),
+        pytest.param(
             "id 11010519491231002x done",
             "id 110105********002X done",
             id="id-lowercase-x",
