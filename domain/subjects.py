@@ -683,7 +683,8 @@ def mask_identifiers(text: str) -> str:
     6-8-4 groups, and the 15-digit form), USCCs, real-estate unit numbers, and the number
     part of real-estate and land-use certificate numbers, and the issuer and serial of
     e-certificate ids (``1.2.156.3005.2.T.11320100********6K.Z9************3H.001.B``).
-    Matching is by shape, not by check character, so a mistyped ID number is masked too; anything else that looks like
-    an ID number (18 or 15 digits standing alone) is masked as well.
+    Matching is by shape, not by check character, so a mistyped ID number is masked too;
+    anything else that looks like an ID number (18 or 15 digits standing alone) is masked
+    as well.
     """
     return _TEXT_IDENTIFIERS.sub(_mask_found, text)
