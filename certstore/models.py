@@ -115,7 +115,8 @@ class RecordKeyRow(Base):
     """One key a record is filed under: its subject, related keys and derived keys."""
 
     __tablename__ = "record_keys"
-    __table_args__ = (sa.Index(None, "kind", "value"),)
+    # Finding a subject's records starts here: the index alone gives the record ids.
+    __table_args__ = (sa.Index(None, "kind", "value", "record_id"),)
 
     record_id: Mapped[int] = mapped_column(
         ID_TYPE, sa.ForeignKey("records.id", ondelete="CASCADE"), primary_key=True

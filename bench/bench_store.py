@@ -1,0 +1,374 @@
+"""Store scale: a Lookup served from the store and ListByHolder at 1,000,000 rows vs 10,000.
+
+For each backend (SQLite always; PostgreSQL when ``TONGBAN_TEST_DATABASE_URL`` names a
+server) and each size, a fresh store is filled with that many records of one adapter
+(each under its own subject) and that many certificates (many holders), written raw in
+bulk. Then, in the same run:
+
+- a hub on that store answers Lookups over gRPC (one client, one call at a time) for
+  one subject while its only source is down; the caller allows staleness, so every
+  answer is that subject's record served from the store (STALE_SERVED);
+- `CertificateLifecycle.list_by_holder` pages one holder's 10 certificates.
+
+The ratio is p50 at the large size over p50 at the small one (target <= 1.5): a plan
+that starts from the subject's key costs the same whatever the size of the store.
+Set ``TONGBAN_BENCH_STORE_ROWS`` to change the large size (default 1,000,000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import sqlalchemy as sa
+from google.protobuf import duration_pb2
+
+from adapters.base import Adapter, AdapterSpec
+from bench.bench_sync import PostgresSchemas, fresh_sqlite
+from bench.harness import Ratio
+from certstore.audit import AuditLog
+from certstore.database import Database
+from domain.errors import AdapterError
+from domain.records import Purpose, SourceRecord
+from domain.subjects import KeyKind, SubjectKey, parse_key
+from exchange.audit import AuditTrail
+from exchange.auth.policy import Caller
+from exchange.certificates.library import CertificateLibrary
+from exchange.certificates.lifecycle import IssueRequest
+from exchange.generated import common_pb2, exchange_pb2, exchange_pb2_grpc
+from exchange.hub import Hub
+from exchange.logs import configure_logging
+from exchange.server import HubServer
+from exchange.settings import RecordTypeSettings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "config" / "tongban.example.toml"
+SMALL = 10_000
+LARGE = int(os.environ.get("TONGBAN_BENCH_STORE_ROWS", "1000000"))
+CALLS = 300
+RECORD_TYPE = "population.resident"
+ADAPTER = "population-down"
+SUBJECT = "11010519491231002X"
+LICENCE = "11100000000013338W001"
+HOLDER = "91350100M000100Y43"
+HOLDER_CERTIFICATES = 10
+ANONYMOUS = Caller(organization="", system="bench", anonymous_dev=True)
+LOAD_BATCH = 50_000
+FIELDS = {"name": "张三", "gender": "男", "birth_date": "1949-12-31"}
+
+
+class Down(Adapter):
+    """A source that is down: every fetch fails."""
+
+    async def _fetch(
+        self, subject: SubjectKey, record_types: Sequence[str], purpose: Purpose
+    ) -> list[SourceRecord]:
+        raise AdapterError(self.adapter_id, "source down (benchmark)")
+
+
+def _spec() -> AdapterSpec:
+    return AdapterSpec(
+        adapter_id=ADAPTER,
+        kind="python",
+        department="population",
+        serves={RECORD_TYPE: frozenset({KeyKind.ID_CARD})},
+        max_concurrency=64,
+    )
+
+
+def _settings(folder: Path, url: str) -> Any:
+    return load_settings(
+        EXAMPLE,
+        data_dir=str(folder),
+        record_types={RECORD_TYPE: RecordTypeSettings(fields=dict.fromkeys(FIELDS, "string"))},
+        **{"database.url": url, "http.listen": "", "logging.level": "ERROR"},
+    )
+
+
+# --- filling the store --------------------------------------------------------------------
+
+
+def _write_rows(database: Database, table: str, columns: Sequence[str], rows: Any) -> None:
+    """Bulk-write `rows` (tuples in `columns` order): COPY on PostgreSQL, executemany on
+    SQLite, in batches, in one transaction."""
+    with database.core_transaction() as connection:
+        driver = connection.connection.driver_connection
+        cursor = driver.cursor()  # type: ignore[union-attr]
+        names = ", ".join(columns)
+        batch: list[tuple[Any, ...]] = []
+
+        def flush() -> None:
+            if database.dialect_name == "sqlite":
+                marks = ", ".join("?" * len(columns))
+                cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", batch)
+            else:
+                with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                    for row in batch:
+                        copy.write_row(row)
+            batch.clear()
+
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= LOAD_BATCH:
+                flush()
+        if batch:
+            flush()
+        cursor.close()
+
+
+def _timestamp(database: Database, value: datetime) -> Any:
+    # Raw SQLite rows hold naive UTC text, as UTCDateTime writes it.
+    return (
+        value.replace(tzinfo=None).isoformat(sep=" ")
+        if database.dialect_name == "sqlite"
+        else value
+    )
+
+
+def _fill_records(database: Database, count: int, fetched_at: datetime) -> None:
+    """`count` records of the down adapter, each under its own subject; the benchmark's
+    subject is one of them, in the middle of the id range."""
+    at = _timestamp(database, fetched_at)
+    middle = count // 2
+    fields = json.dumps(FIELDS, ensure_ascii=False)
+
+    def subject(n: int) -> str:
+        return SUBJECT if n == middle else f"F{n:017d}"
+
+    columns = [
+        "id",
+        "adapter_id",
+        "department",
+        "record_type",
+        "source_record_id",
+        "subject_kind",
+        "subject_value",
+        "related_subjects",
+        "fields",
+        "content_hash",
+        "fetched_at",
+    ]
+    _write_rows(
+        database,
+        "records",
+        columns,
+        (
+            (
+                n,
+                ADAPTER,
+                "population",
+                RECORD_TYPE,
+                f"R-{n}",
+                "ID_CARD",
+                subject(n),
+                "[]",
+                fields,
+                f"sha256:{n:064x}",
+                at,
+            )
+            for n in range(1, count + 1)
+        ),
+    )
+    _write_rows(
+        database,
+        "record_keys",
+        ["record_id", "kind", "value"],
+        ((n, "ID_CARD", subject(n)) for n in range(1, count + 1)),
+    )
+    _analyze(database)
+
+
+def _fill_certificates(folder: Path, url: str, database: Database, count: int) -> Callable[[], int]:
+    """`count` certificates: the holder's few, really issued, and the rest written raw
+    for other holders (a copy of a real token: it is never read). Returns a reader of
+    the holder's first page."""
+    library = CertificateLibrary.open(
+        _settings(folder, url), database, AuditTrail(AuditLog(database), b"bench-audit-key")
+    )
+    holder = parse_key(KeyKind.USCC, HOLDER)
+    issued = library.lifecycle.issue_many(
+        [
+            IssueRequest(
+                request_id=f"bench-{n}",
+                type_code=LICENCE,
+                holder=holder,
+                fields={
+                    "name": f"南京通办科技有限公司第{n}分公司",
+                    "legal_representative": "张三",
+                    "registered_capital_cny": 1_000_000,
+                    "established": "2019-05-20",
+                    "address": "江苏省南京市玄武区中山路1号",
+                    "business_scope": "软件开发",
+                },
+            )
+            for n in range(HOLDER_CERTIFICATES)
+        ],
+        ANONYMOUS,
+    )
+    with database.engine.connect() as connection:
+        template = (
+            connection.execute(
+                sa.text("SELECT * FROM certificates WHERE id = :id"),
+                {"id": issued[0].certificate.id},
+            )
+            .mappings()
+            .one()
+        )
+    columns = list(template.keys())
+    now = datetime.now(UTC)
+
+    def row(n: int) -> tuple[Any, ...]:
+        values = dict(template)
+        values.update(
+            id=f"filler-{n:012d}",
+            serial=f"F{n:012d}",
+            holder_value=f"9132{n:014d}",
+            request_id=f"filler-{n}",
+            status_list_index=10_000_000 + n,
+            issued_at=_timestamp(database, now - timedelta(seconds=n)),
+            valid_from=_timestamp(database, now - timedelta(days=1)),
+            status_changed_at=_timestamp(database, now),
+            predecessor_id=None,
+            successor_id=None,
+        )
+        for name in ("valid_until",):
+            if values[name] is not None and database.dialect_name == "sqlite":
+                values[name] = str(values[name])
+        return tuple(values[name] for name in columns)
+
+    _write_rows(database, "certificates", columns, (row(n) for n in range(count)))
+    _analyze(database)
+    from certstore.certificates import HolderQuery
+
+    query = HolderQuery("USCC", HOLDER, limit=20)
+    return lambda: len(library.lifecycle.list_by_holder(query))
+
+
+def _analyze(database: Database) -> None:
+    if database.dialect_name == "postgresql":
+        with database.core_transaction() as connection:
+            connection.exec_driver_sql("ANALYZE")
+
+
+# --- measuring ----------------------------------------------------------------------------
+
+
+def _p50_ms(call: Callable[[], object], calls: int = CALLS) -> float:
+    for _ in range(20):
+        call()
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+async def _lookup_p50_ms(folder: Path, url: str) -> float:
+    server = HubServer(Hub.open(_settings(folder, url), [Down(_spec())]), "127.0.0.1:0")
+    await server.start()
+    request = exchange_pb2.LookupRequest(
+        subject=common_pb2.SubjectKey(kind=common_pb2.KEY_KIND_ID_CARD, value=SUBJECT),
+        purpose=common_pb2.Purpose(case_id="BENCH-STORE", reason="benchmark"),
+        max_staleness=duration_pb2.Duration(seconds=86_400),
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
+            answer = await stub.Lookup(request, timeout=10)
+            assert len(answer.records) == 1, "the stored record must be served"
+            for _ in range(20):
+                await stub.Lookup(request, timeout=10)
+            times = []
+            for _ in range(CALLS):
+                started = time.perf_counter()
+                await stub.Lookup(request, timeout=10)
+                times.append(time.perf_counter() - started)
+    finally:
+        await server.stop(grace=1)
+    return statistics.median(times) * 1000
+
+
+def _measure(folder: Path, url: str, count: int) -> tuple[float, float]:
+    database = Database.from_url(url)
+    try:
+        started = time.perf_counter()
+        _fill_records(database, count, datetime.now(UTC) - timedelta(minutes=5))
+        list_page = _fill_certificates(folder, url, database, count)
+        filled = time.perf_counter() - started
+        assert list_page() == HOLDER_CERTIFICATES
+        holder_p50 = _p50_ms(list_page)
+    finally:
+        database.dispose()
+    lookup_p50 = asyncio.run(_lookup_p50_ms(folder, url))
+    print(
+        f"  {count:>9,} records + {count:,} certificates (filled in {filled:.0f} s): "
+        f"Lookup from the store p50 {lookup_p50:.2f} ms, ListByHolder p50 {holder_p50:.2f} ms"
+    )
+    return lookup_p50, holder_p50
+
+
+def _ratios(backend: str, small: tuple[float, float], large: tuple[float, float]) -> list[Ratio]:
+    return [
+        Ratio(
+            f"store: {backend} Lookup served from the store (source down), p50 at "
+            f"{LARGE:,} rows vs {SMALL:,}",
+            large[0],
+            small[0],
+            1.5,
+            "ms",
+            higher_is_better=False,
+        ),
+        Ratio(
+            f"store: {backend} ListByHolder p50 at {LARGE:,} certificates vs {SMALL:,}",
+            large[1],
+            small[1],
+            1.5,
+            "ms",
+            higher_is_better=False,
+        ),
+    ]
+
+
+def main() -> list[Ratio]:
+    configure_logging("ERROR")
+    ratios: list[Ratio] = []
+    print("client: one grpc.aio caller in this process, one call at a time (Lookup)")
+    with tempfile.TemporaryDirectory(prefix="tongban-bench-store-") as temporary:
+        folder = Path(temporary)
+        print("SQLite:")
+        sizes = []
+        for count in (SMALL, LARGE):
+            url = fresh_sqlite(folder, f"store-{count}.db")
+            sizes.append(_measure(folder / f"hub-{count}", url, count))
+        ratios.extend(_ratios("SQLite", *sizes))
+        pg_url = os.environ.get("TONGBAN_TEST_DATABASE_URL")
+        if pg_url:
+            print("PostgreSQL:")
+            schemas = PostgresSchemas(pg_url)
+            try:
+                sizes = [
+                    _measure(folder / f"pg-{count}", schemas.fresh(), count)
+                    for count in (SMALL, LARGE)
+                ]
+            finally:
+                schemas.drop()
+            ratios.extend(_ratios("PostgreSQL", *sizes))
+        else:
+            print("PostgreSQL: skipped (set TONGBAN_TEST_DATABASE_URL)")
+    return ratios
+
+
+if __name__ == "__main__":
+    from bench.harness import report
+
+    raise SystemExit(report(main()))
