@@ -109,10 +109,23 @@ def signing_ready(hub: Hub) -> bool:
 class HubServer:
     """A running grpc.aio server bound to one hub."""
 
-    def __init__(self, hub: Hub, listen: str, http_listen: str | None = None) -> None:
-        """`http_listen`, when given, also serves the HTTP port (metrics, verification)."""
+    def __init__(
+        self,
+        hub: Hub,
+        listen: str,
+        http_listen: str | None = None,
+        *,
+        reuse_port: bool = False,
+    ) -> None:
+        """`http_listen`, when given, also serves the HTTP port (metrics, verification).
+
+        `reuse_port` shares both ports with other processes that ask for it too
+        (``SO_REUSEPORT``: `tongban serve --workers N`); without it a taken port is
+        a `ConfigError`, whoever holds it.
+        """
         self.hub = hub
         self.http_listen = http_listen
+        self.reuse_port = reuse_port
         self.web = OperatorWeb(hub)
         limit = hub.settings.server.max_message_bytes
         self.server = grpc.aio.server(
@@ -120,7 +133,7 @@ class HubServer:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ],
         )
         self.health = health_aio.HealthServicer()
@@ -178,7 +191,7 @@ class HubServer:
         await self.server.start()
         if self.http_listen is not None:
             try:
-                http_port = await self.web.start(self.http_listen)
+                http_port = await self.web.start(self.http_listen, reuse_port=self.reuse_port)
             except OSError as exc:
                 await self.stop(grace=0)
                 raise ConfigError(
@@ -250,10 +263,15 @@ class HubServer:
 
 
 async def serve_until_signalled(
-    hub: Hub, listen: str, on_ready: Callable[[int], None] | None = None
+    hub: Hub,
+    listen: str,
+    on_ready: Callable[[int], None] | None = None,
+    *,
+    reuse_port: bool = False,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    server = HubServer(hub, listen, hub.settings.http.listen)
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (`reuse_port`: as a
+    worker of `tongban serve --workers N`, see `HubServer`)."""
+    server = HubServer(hub, listen, hub.settings.http.listen, reuse_port=reuse_port)
     await server.start()
     if on_ready is not None:
         on_ready(server.port)

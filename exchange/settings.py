@@ -62,6 +62,8 @@ class ServerSettings(_Section):
     mode: Literal["dev", "production"] = "dev"
     shutdown_grace_seconds: float = Field(default=10.0, gt=0, le=300)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    # Processes serving `listen` together (SO_REUSEPORT); one per core uses them all.
+    workers: int = Field(default=1, ge=1, le=64)
 
     @field_validator("listen")
     @classmethod

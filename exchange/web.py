@@ -100,12 +100,17 @@ class OperatorWeb:
         status = 200 if database else 503
         return web.json_response({"database": database}, status=status)
 
-    async def start(self, listen: str) -> int:
-        """Serve on `listen` (HOST:PORT, port 0 picks one); returns the port."""
+    async def start(self, listen: str, *, reuse_port: bool = False) -> int:
+        """Serve on `listen` (HOST:PORT, port 0 picks one); returns the port.
+
+        `reuse_port` shares the port with the other workers of `tongban serve --workers`.
+        """
         host, _, port = listen.rpartition(":")
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host.strip("[]"), int(port))
+        site = web.TCPSite(
+            self._runner, host.strip("[]"), int(port), reuse_port=reuse_port or None
+        )
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         return self.port

@@ -34,12 +34,27 @@ def serve(
     listen: Annotated[
         str | None, typer.Option("--listen", help="HOST:PORT to serve on (overrides config).")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Processes serving the port together, one per core (overrides config).",
+        ),
+    ] = None,
 ) -> None:
     """Run the hub's gRPC server until SIGTERM or Ctrl-C."""
     from exchange.hub import Hub
     from exchange.server import serve_until_signalled
 
-    settings = _settings(config, **{"server.listen": listen})
+    overrides = {"server.listen": listen, "server.workers": workers}
+    settings = _settings(config, **overrides)
+    if settings.server.workers > 1:
+        from exchange.supervisor import supervise
+
+        given = {name: value for name, value in overrides.items() if value is not None}
+        raise typer.Exit(supervise(settings, config, given))
     hub = Hub.open(settings)
     asyncio.run(serve_until_signalled(hub, settings.server.listen))
 
