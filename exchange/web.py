@@ -108,9 +108,7 @@ class OperatorWeb:
         host, _, port = listen.rpartition(":")
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, host.strip("[]"), int(port), reuse_port=reuse_port or None
-        )
+        site = web.TCPSite(self._runner, host.strip("[]"), int(port), reuse_port=reuse_port or None)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         return self.port
