@@ -49,6 +49,8 @@ def spec_from_settings(settings: AdapterSettings) -> AdapterSpec:
         timeout=settings.timeout_seconds,
         max_concurrency=settings.max_concurrency,
         options=dict(settings.options),
+        failure_threshold=settings.circuit_failure_threshold,
+        cooldown=settings.circuit_cooldown_seconds,
     )
 
 

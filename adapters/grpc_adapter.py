@@ -10,6 +10,12 @@ Status codes: UNAVAILABLE, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED are retryabl
 any other code, NOT_FOUND in a change stream included, is a non-retryable
 `AdapterError` naming the code. One channel per adapter, opened on first use and
 closed by `close()`.
+
+A department that comes back is reached again promptly: the channel retries its
+connection at most 1 s apart (gRPC's default backoff grows to
+two minutes, so after a long outage the hub would not even try for a while), and the
+circuit breaker's half-open probe waits for the channel to connect, within the call's
+timeout, instead of failing at once on a channel that is between two attempts.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pydantic import field_validator, model_validator
 
 from adapters.base import Adapter, AdapterSpec, Change, ChangeBatch, ChangeKind, Rejection
 from adapters.mapping import OptionsModel, parse_options, record_matches
+from adapters.resilience import CircuitState
 from domain.errors import AdapterError, AdapterTimeout, InvalidKey
 from domain.records import Purpose, SourceRecord
 from domain.subjects import KeyKind, SubjectKey, mask_identifiers, parse_key
@@ -43,6 +50,14 @@ _RETRYABLE: Final = frozenset(
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
+)
+# gRPC connection backoff (doc/connection-backoff.md): first retry after 100 ms, then
+# x1.6 with jitter, but never more than 1 s apart (default: 1 s, growing to 120 s). The
+# minimum connect timeout (`grpc.min_reconnect_backoff_ms`, 20 s) stays: a busy
+# department may take a while to finish its handshake.
+_RECONNECT_OPTIONS: Final = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 )
 # Integers beyond 2**53 do not survive a protobuf Struct's double.
 _EXACT_INTEGER: Final = 2**53
@@ -115,7 +130,9 @@ class GrpcAdapter(Adapter):
         if self._stub is None:
             tls = self.options.tls
             if tls is None:
-                self._channel = grpc.aio.insecure_channel(self.options.target)
+                self._channel = grpc.aio.insecure_channel(
+                    self.options.target, options=_RECONNECT_OPTIONS
+                )
             else:
                 try:
                     credentials = tls.credentials()
@@ -125,7 +142,7 @@ class GrpcAdapter(Adapter):
                     (("grpc.ssl_target_name_override", tls.server_name),) if tls.server_name else ()
                 )
                 self._channel = grpc.aio.secure_channel(
-                    self.options.target, credentials, options=override
+                    self.options.target, credentials, options=(*_RECONNECT_OPTIONS, *override)
                 )
             self._stub = adapters_pb2_grpc.DepartmentAdapterStub(self._channel)
         assert self._stub is not None
@@ -139,8 +156,13 @@ class GrpcAdapter(Adapter):
             record_types=list(record_types),
             purpose=common_pb2.Purpose(case_id=purpose.case_id, reason=purpose.reason),
         )
+        # A half-open probe decides whether the circuit closes: let it wait for the
+        # channel's next connection attempt rather than fail between two attempts.
+        probing = self.breaker.state is CircuitState.HALF_OPEN
         try:
-            response = await self.stub.Fetch(request, timeout=self.spec.timeout)
+            response = await self.stub.Fetch(
+                request, timeout=self.spec.timeout, wait_for_ready=probing
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return []

@@ -233,6 +233,10 @@ class AdapterSettings(_Section):
     serves: list[RecordTypeBinding] = Field(min_length=1)
     timeout_seconds: float = Field(default=3.0, gt=0, le=120)
     max_concurrency: int = Field(default=16, ge=1, le=1024)
+    # The circuit opens after this many failed calls in a row; after the cool-down one
+    # probe call decides whether it closes again.
+    circuit_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    circuit_cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
     # A remote adapter that promises heartbeats is marked down when one is missed.
     heartbeat_seconds: float | None = Field(default=None, gt=0, le=3600)
     options: dict[str, Any] = Field(default_factory=dict)

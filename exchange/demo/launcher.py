@@ -174,6 +174,8 @@ _CATALOGUE: Final[dict[str, dict[str, Any]]] = {
 }
 """Each record type's sharing-catalogue terms; its owner is the department serving it."""
 _ADAPTER_TIMEOUT: Final = 2.0
+# Short enough that the outage step's recovery is seen within the tour.
+CIRCUIT_COOLDOWN: Final = 3.0
 _REPO_ROOT: Final = Path(exchange.__file__).resolve().parents[1]
 
 
@@ -483,6 +485,7 @@ class DemoWorld:
             "department": _DEPARTMENT_NAMES[name][0],
             "department_uscc": department_uscc(name),
             "timeout_seconds": _ADAPTER_TIMEOUT,
+            "circuit_cooldown_seconds": CIRCUIT_COOLDOWN,
             "serves": [
                 {"record_type": record_type, "key_kinds": kinds}
                 for record_type, kinds in serves.items()

@@ -213,13 +213,21 @@ class LookupStory:
         self.console.print(f"{ADAPTER_IDS[_OUTAGE_DEPARTMENT]}: {outcome}")
         return response
 
-    async def restore_department(self, *, within: float = 15.0) -> None:
+    async def restore_department(self, *, within: float | None = None) -> None:
         """Start the stopped registry again and wait until the hub reaches it.
 
-        Raises `FailedPrecondition` when the hub gets no answer from it `within` seconds.
+        The department is back once it answers (its READY line, printed when it
+        serves); from then the hub needs at most its circuit's cool-down plus one
+        reconnect (1 s). `within` (seconds after READY) defaults to twice that plus one
+        lookup deadline, the slack a busy machine needs. Raises `FailedPrecondition`
+        when the hub gets no answer from it in that time.
         """
         name = _OUTAGE_DEPARTMENT
+        adapter_id = ADAPTER_IDS[name]
         self.demo.restart_department(name)
+        if within is None:
+            [adapter] = [a for a in self.server.hub.adapters if a.adapter_id == adapter_id]
+            within = 2 * (adapter.spec.cooldown + 1.0) + self.deadline
         expires = time.monotonic() + within
         while True:
             response, _ = await self._lookup(
@@ -228,11 +236,13 @@ class LookupStory:
                 record_types=["population.resident"],
                 purpose=RECOVERY_CHECK_PURPOSE,
             )
-            if source_outcomes(response).get(ADAPTER_IDS[name]) == "OK":
+            if source_outcomes(response).get(adapter_id) == "OK":
                 break
             if time.monotonic() > expires:
-                raise FailedPrecondition(f"the hub cannot reach {name} after its restart")
-            await asyncio.sleep(0.5)
+                raise FailedPrecondition(
+                    f"the hub cannot reach {name} {within:.0f} s after its restart"
+                )
+            await asyncio.sleep(0.25)
         self.console.print("公安人口库恢复服务 / the population registry is back")
 
     # --- helpers ------------------------------------------------------------------------

@@ -103,8 +103,12 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
     def _deadline(self, context: Context) -> float:
         remaining = context.time_remaining()
         default = self.hub.settings.exchange.default_deadline_seconds
-        # Keep a little of the caller's deadline for storing and answering.
-        return default if remaining is None else max(0.0, min(remaining * 0.95, remaining - 0.02))
+        if remaining is None:
+            return default
+        # Keep part of the caller's deadline for auditing and answering: a fifth of it,
+        # at least 50 ms and at most 0.5 s. On a busy machine that work takes longer than
+        # on an idle one, and an answer past the deadline is no answer at all.
+        return max(0.0, remaining - min(0.5, max(0.05, remaining * 0.2)))
 
     async def _lookup(
         self,

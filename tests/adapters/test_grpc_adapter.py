@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import select
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 from adapters.base import AdapterSpec, ChangeKind
 from adapters.factory import build_from_spec
 from adapters.grpc_adapter import GrpcAdapter
-from adapters.resilience import RetryPolicy
+from adapters.resilience import CircuitState, RetryPolicy
 from domain.errors import AdapterError
 from domain.records import Purpose, SourceRecord
 from domain.subjects import KeyKind, parse_key
@@ -185,3 +187,56 @@ async def test_a_department_killed_mid_stream_is_a_retryable_failure(
     assert caught.value.retryable
     assert "UNAVAILABLE" in caught.value.message
     await stream.aclose()
+
+
+async def test_a_department_back_after_a_long_outage_is_reached_within_the_cooldown() -> None:
+    """After the department answers again, the first OK comes within cool-down + 1 s.
+
+    A long outage grows gRPC's default reconnect backoff (1 s x 1.6 per failed attempt, up
+    to 120 s) past that, and a half-open probe that fails fast on a channel still backing
+    off opens the circuit for another cool-down: neither may hold a department back.
+    """
+    cooldown = 1.0
+    spec = AdapterSpec(
+        adapter_id="psb.population",
+        kind="grpc",
+        department="市公安局",
+        serves={RESIDENT: frozenset({KeyKind.ID_CARD})},
+        timeout=2.0,
+        retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.05),
+        failure_threshold=2,
+        cooldown=cooldown,
+    )
+    first = start_department()
+    adapter = build_from_spec(replace(spec, options={"target": first.target}))
+    try:
+        assert len((await adapter.fetch(WANG, [RESIDENT], PURPOSE)).records) == 1
+        first.kill()
+        # Keep calling through the outage, as a hall would, so the channel keeps failing
+        # to reconnect and its backoff grows.
+        outage_ends = time.monotonic() + 9.0
+        while time.monotonic() < outage_ends:
+            with pytest.raises(AdapterError):
+                await adapter.fetch(WANG, [RESIDENT], PURPOSE)
+            await asyncio.sleep(0.2)
+        assert adapter.circuit_state is not CircuitState.CLOSED
+        port = first.target.rsplit(":", 1)[1]
+        back = start_department("--port", port)
+        try:
+            answered = time.monotonic()  # READY: the department serves from here on
+            while True:
+                try:
+                    if (await adapter.fetch(WANG, [RESIDENT], PURPOSE)).records:
+                        break
+                except AdapterError:
+                    pass
+                await asyncio.sleep(0.05)
+            waited = time.monotonic() - answered
+        finally:
+            back.kill()
+    finally:
+        await adapter.close()
+        first.kill()
+    # The bound is cool-down + 1 s; the slack is for a busy machine's scheduling only (the
+    # default backoff after 9 s of outage is 4-10 s, well past it).
+    assert waited < cooldown + 1.0 + 1.5, f"first OK {waited:.1f} s after the department was back"

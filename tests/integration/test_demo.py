@@ -135,3 +135,33 @@ def _explore_then_stop(process: subprocess.Popen[str], tmp_path: Path) -> None:
     assert process.returncode == 0
     time.sleep(0.5)
     assert processes_mentioning(str(tmp_path)) == []
+
+
+# Each hog spins one core and stops by itself after at most this long, even if the test
+# that started it is killed before its clean-up.
+_HOG = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
+
+
+def test_the_demo_passes_with_both_cores_busy(tmp_path):
+    """`tongban demo` with two CPU hogs beside it (issue 16 §3: it used to give up at the
+    outage step, "the hub cannot reach population after its restart")."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", _HOG.format(seconds=300)])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        run = subprocess.run(
+            [TONGBAN, "demo", "--data-dir", str(tmp_path / "demo"), *SMALL_WORLD],
+            capture_output=True,
+            text=True,
+            timeout=280,
+            check=False,
+            env={**os.environ, "COLUMNS": "140"},
+        )
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "the population registry is back" in run.stdout
+    assert "demo finished" in run.stdout

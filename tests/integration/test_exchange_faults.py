@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -25,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PERSON = common_pb2.SubjectKey(kind=common_pb2.KEY_KIND_ID_CARD, value="11010519491231002X")
 PURPOSE = common_pb2.Purpose(case_id="C-F", reason="fault test")
 DEADLINE = 1.0
-MARGIN = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -57,21 +55,21 @@ def grpc_adapter(mode: str, port: int, **extra):
     return build_adapter(declaration, f"adapters[{mode}]")
 
 
-async def lookup(port: int) -> tuple[exchange_pb2.LookupResponse, float]:
+async def lookup(port: int) -> exchange_pb2.LookupResponse:
+    """One lookup under a `DEADLINE` the client enforces: an answer is one in time (a late
+    one is DEADLINE_EXCEEDED), so no test measures the wall clock, busy machine or not."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
-        started = time.monotonic()
-        answer = await stub.Lookup(
+        answer: exchange_pb2.LookupResponse = await stub.Lookup(
             exchange_pb2.LookupRequest(subject=PERSON, purpose=PURPOSE), timeout=DEADLINE
         )
-        return answer, time.monotonic() - started
+        return answer
 
 
 async def test_every_fault_gets_its_status_and_the_answer_comes_in_time(start_hub, departments):
     adapters = [grpc_adapter(mode, port) for mode, port in departments.items()]
     server = await start_hub(adapters)
-    answer, elapsed = await lookup(server.port)
-    assert elapsed < DEADLINE + MARGIN
+    answer = await lookup(server.port)
     outcomes = {s.adapter_id: common_pb2.SourceOutcome.Name(s.outcome) for s in answer.sources}
     assert outcomes == {
         "dept.ok": "SOURCE_OUTCOME_OK",
@@ -106,8 +104,7 @@ async def test_a_broken_source_trips_its_circuit_and_stops_costing_time(start_hu
     server = await start_hub([broken, healthy])
     outcomes = []
     for _ in range(broken.spec.failure_threshold + 2):
-        answer, elapsed = await lookup(server.port)
-        assert elapsed < DEADLINE + MARGIN
+        answer = await lookup(server.port)
         source = next(s for s in answer.sources if s.adapter_id == "dept.error")
         outcomes.append(common_pb2.SourceOutcome.Name(source.outcome))
         assert [r.provenance.adapter_id for r in answer.records] == ["dept.ok"]
@@ -120,6 +117,5 @@ async def test_a_hung_source_never_delays_healthy_ones_past_the_deadline(start_h
     adapters.append(grpc_adapter("ok", departments["ok"]))
     server = await start_hub(adapters)
     for _ in range(3):
-        answer, elapsed = await lookup(server.port)
-        assert elapsed < DEADLINE + MARGIN
+        answer = await lookup(server.port)
         assert [r.provenance.source_record_id for r in answer.records] == ["ok-1"]

@@ -223,13 +223,10 @@ async def test_a_stalled_and_a_broken_source_never_fail_the_lookup(start_hub):
     server = await start_hub([_Stalling(_spec("stalled")), healthy, _Broken(_spec("broken"))])
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        # The client enforces the 1 s deadline: an answer at all is an answer in time.
         response = await stub.Lookup(
             lookup_request(common_pb2.KEY_KIND_ID_CARD, GB_EXAMPLE_ID), timeout=1.0
         )
-        elapsed = loop.time() - started
-    assert elapsed < 1.0
     outcomes = {s.adapter_id: s.outcome for s in response.sources}
     assert outcomes == {
         "stalled": common_pb2.SOURCE_OUTCOME_TIMEOUT,

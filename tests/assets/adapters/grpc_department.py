@@ -1,8 +1,9 @@
 """A department service implementing `tongban.v1.DepartmentAdapter`, run as its own process.
 
-    python grpc_department.py [--stream-delay SECONDS]
+    python grpc_department.py [--stream-delay SECONDS] [--port PORT]
 
-Binds a free loopback port, prints ``READY <port>`` on stdout, and serves until killed.
+Binds a free loopback port (or PORT, to come back where it was), prints ``READY <port>``
+on stdout, and serves until killed.
 Some subjects make it answer with an error status, to exercise the adapter's mapping of
 status codes:
 
@@ -117,10 +118,10 @@ class Department(adapters_pb2_grpc.DepartmentAdapterServicer):
             )
 
 
-async def serve(stream_delay: float) -> None:
+async def serve(stream_delay: float, port: int) -> None:
     server = grpc.aio.server()
     adapters_pb2_grpc.add_DepartmentAdapterServicer_to_server(Department(stream_delay), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"READY {port}", flush=True)
     await server.wait_for_termination()
@@ -129,7 +130,9 @@ async def serve(stream_delay: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stream-delay", type=float, default=0.0)
-    asyncio.run(serve(parser.parse_args().stream_delay))
+    parser.add_argument("--port", type=int, default=0)
+    arguments = parser.parse_args()
+    asyncio.run(serve(arguments.stream_delay, arguments.port))
 
 
 if __name__ == "__main__":

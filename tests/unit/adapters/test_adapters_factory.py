@@ -236,3 +236,13 @@ def test_sql_cursors_round_trip_their_types() -> None:
             decode_cursor(foreign, 1)
     with pytest.raises(ValueError, match=r"a cursor column holds a NoneType"):
         encode_cursor([None])
+
+
+def test_the_circuit_breaker_is_configured_per_adapter() -> None:
+    declared = settings("grpc", GOOD_OPTIONS["grpc"]).model_copy(
+        update={"circuit_failure_threshold": 2, "circuit_cooldown_seconds": 1.5}
+    )
+    adapter = build_adapter(declared, "adapters[0]")
+    assert (adapter.breaker.failure_threshold, adapter.breaker.cooldown) == (2, 1.5)
+    default = build_adapter(settings("grpc", GOOD_OPTIONS["grpc"]), "adapters[0]")
+    assert (default.breaker.failure_threshold, default.breaker.cooldown) == (5, 30.0)
