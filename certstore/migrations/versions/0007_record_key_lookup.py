@@ -6,8 +6,8 @@ SQLite's planner, without statistics, preferred to start from the records' uniqu
 With the record id in the index, a lookup reads the subject's keys from the index alone
 and each record by primary key, whatever the size of the store.
 
-Revision ID: 0006_record_key_lookup
-Revises: 0005
+Revision ID: 0007_record_key_lookup
+Revises: 0006
 Create Date: 2026-12-03
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006_record_key_lookup"
-down_revision: str | Sequence[str] | None = "0005"
+revision: str = "0007_record_key_lookup"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
