@@ -322,6 +322,29 @@ class SyncSettings(_Section):
         return self
 
 
+class FieldLabel(_Section):
+    """How a document labels one data field: Chinese, and English beside it."""
+
+    zh: str = Field(min_length=1)
+    en: str = ""
+
+
+class DocumentLayoutSettings(_Section):
+    """How a certificate of one type is printed (`tongban cert render`, usage copies).
+
+    Unset parts fall back to a sensible default: the type's name as title, the fields
+    in declaration order, each labelled by its name, the holder masked.
+    """
+
+    title: str | None = None
+    title_en: str = ""
+    # The data fields in print order; fields not named here follow in declaration order.
+    field_order: list[str] = Field(default_factory=list)
+    labels: dict[str, FieldLabel] = Field(default_factory=dict)
+    # Print the holder's key masked (110101********002X) rather than in full.
+    mask_holder: bool = True
+
+
 class CertificateTypeSettings(_Section):
     """An e-certificate type: its name, whom it names, who issues it, and what it says."""
 
@@ -336,6 +359,13 @@ class CertificateTypeSettings(_Section):
     optional_fields: dict[str, FieldType] = Field(default_factory=dict)
     # Validity when an issue request sets no valid_until (None: no expiry).
     validity_days: int | None = Field(default=None, ge=1, le=36_600)
+    # The print layout of its documents.
+    document: DocumentLayoutSettings = Field(default_factory=DocumentLayoutSettings)
+    # Data fields the verification page shows (a bank clerk compares them with the
+    # paper in front of them); none by default.
+    verifier_fields: list[str] = Field(default_factory=list)
+    # How long a usage copy (加注件) is valid at most; never beyond the certificate.
+    usage_copy_validity_days: int = Field(default=30, ge=1, le=3660)
 
     @field_validator("issuer_uscc")
     @classmethod
@@ -353,6 +383,15 @@ class CertificateTypeSettings(_Section):
         both = sorted(set(self.fields) & set(self.optional_fields))
         if both:
             raise ValueError(f"field {both[0]!r} is both required and optional")
+        declared = {*self.fields, *self.optional_fields}
+        for where, names in (
+            ("document.field_order", self.document.field_order),
+            ("document.labels", list(self.document.labels)),
+            ("verifier_fields", self.verifier_fields),
+        ):
+            unknown = [name for name in names if name not in declared]
+            if unknown:
+                raise ValueError(f"{where}: {unknown[0]!r} is not a field of this type")
         return self
 
 

@@ -1,15 +1,18 @@
 """The verification page: anyone shown an e-certificate checks it here, no login.
 
 A verifier pastes the token (or opens the link in the certificate's QR code,
-``/v/<certificate id>``) and sees the verdict: the certificate's type, its holder
-(masked), issuer and validity, and every check passed or failed, in Chinese with
-English beside it. Nothing is shown beyond what the certificate itself states, and not
-its data fields.
+``/v/<certificate id>``, or a usage copy's, ``/u/<usage copy token>``) and sees the
+verdict: the certificate's type, its holder (masked), issuer and validity, and every
+check passed or failed, in Chinese with English beside it. Of the data fields only
+those the type marks as shown to verifiers (`verifier_fields`) appear, so that a clerk
+can compare them with the paper in front of them. A usage copy is shown with its stamp
+first and prominently ("仅供 … 办理 … 使用，有效期至 …"), then its own checks, then the
+certificate's. Until every check passed, everything stated is marked as claimed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from html import escape
 
@@ -18,9 +21,13 @@ from aiohttp import web
 from domain.errors import InvalidKey, NotFound, TongbanError
 from domain.subjects import parse_key
 from exchange.certificates.verification import Presented, PresentedKind
-from signing import CheckName, Verdict
+from signing import Certificate, CheckName, Verdict
+from signing.usage_copy import CopyCheckName, UsageCopyVerdict
 
-VerifyFunction = Callable[[Presented], Awaitable[Verdict]]
+PageVerdict = Verdict | UsageCopyVerdict
+VerifyFunction = Callable[[Presented], Awaitable[PageVerdict]]
+# (Chinese label, English label, value) of each data field shown to verifiers.
+ShownFields = Callable[[Certificate], Sequence[tuple[str, str, str]]]
 
 MAX_TOKEN_CHARS = 20_000
 
@@ -31,6 +38,13 @@ _CHECK_LABELS = {
     CheckName.KEY_VALID_AT_ISSUE: ("签发时密钥有效", "Key valid at issue"),
     CheckName.STATUS: ("未被吊销或中止", "Not revoked or suspended"),
     CheckName.VALIDITY_WINDOW: ("在有效期内", "Within validity period"),
+}
+
+_COPY_CHECK_LABELS = {
+    CopyCheckName.INTEGRITY: ("加注件完整", "Usage copy well-formed"),
+    CopyCheckName.SIGNATURE: ("加注件签名有效", "Signed by the hub"),
+    CopyCheckName.CERTIFICATE_MATCH: ("对应本证照", "Names this certificate"),
+    CopyCheckName.VALIDITY_WINDOW: ("加注件在有效期内", "Usage copy within its period"),
 }
 
 _STYLE = """
@@ -47,6 +61,8 @@ overflow-wrap:anywhere}
 .pass{color:#2e7d32;font-weight:bold} .fail{color:#c62828;font-weight:bold}
 textarea{width:100%;height:8rem;font-family:monospace}
 button{font-size:1rem;padding:.4rem 1.2rem}
+.stamp{border:3px solid #c62828;color:#c62828;padding:.8rem 1rem;font-size:1.3rem;
+font-weight:bold;margin:1rem 0;background:#fff}
 """
 
 
@@ -86,7 +102,53 @@ def _when(moment: datetime | None) -> str:
     return "长期 / no expiry" if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def render_verdict(verdict: Verdict) -> str:
+def _facts_table(certificate: Certificate, claimed: str, shown: ShownFields | None) -> str:
+    facts = [
+        ("证照类型", "Type", f"{certificate.type_name} ({certificate.type_code})"),
+        ("持证主体", "Holder", _masked_holder(certificate.holder_kind, certificate.holder_value)),
+        ("签发机关", "Issuer", f"{certificate.issuer_department} ({certificate.issuer_uscc})"),
+        ("证照标识", "Identifier", f"{certificate.id} v{certificate.version}"),
+        ("签发时间", "Issued", _when(certificate.issued_at)),
+        ("有效期自", "Valid from", _when(certificate.valid_from)),
+        ("有效期至", "Valid until", _when(certificate.valid_until)),
+    ]
+    if shown is not None:
+        facts.extend(shown(certificate))
+    return (
+        f"<h2>证照信息 <span class='en'>Certificate{claimed}</span></h2><table>"
+        + "".join(
+            f"<tr><th>{escape(zh)} <span class='en'>{escape(en)}</span></th>"
+            f"<td>{escape(value)}</td></tr>"
+            for zh, en, value in facts
+        )
+        + "</table>"
+    )
+
+
+def _checks_table(title: str, rows: Sequence[tuple[str, str, bool, str]]) -> str:
+    checks = "".join(
+        f"<tr><td>{escape(zh)} <span class='en'>{escape(en)}</span></td>"
+        + (
+            '<td class="pass">通过 <span class="en">passed</span></td>'
+            if passed
+            else '<td class="fail">未通过 <span class="en">failed</span></td>'
+        )
+        + f"<td>{escape(reason)}</td></tr>"
+        for zh, en, passed, reason in rows
+    )
+    return (
+        f"<h2>{title}</h2><table>"
+        "<tr><th>检查 <span class='en'>Check</span></th>"
+        "<th>结果 <span class='en'>Result</span></th>"
+        f"<th>说明 <span class='en'>Detail</span></th></tr>{checks}</table>"
+    )
+
+
+def _certificate_checks(verdict: Verdict) -> list[tuple[str, str, bool, str]]:
+    return [(*_CHECK_LABELS[c.name], c.passed, c.reason) for c in verdict.checks]
+
+
+def render_verdict(verdict: Verdict, shown: ShownFields | None = None) -> str:
     """The verdict page: the certificate as it states itself, and every check."""
     if verdict.valid:
         banner = (
@@ -98,46 +160,11 @@ def render_verdict(verdict: Verdict) -> str:
             '<span class="en">This certificate is NOT valid</span></div>'
         )
     rows = []
-    certificate = verdict.certificate
-    if certificate is not None:
+    if verdict.certificate is not None:
         claimed = "" if verdict.valid else ' <span class="en">(claimed, not verified)</span>'
-        facts = [
-            ("证照类型", "Type", f"{certificate.type_name} ({certificate.type_code})"),
-            (
-                "持证主体",
-                "Holder",
-                _masked_holder(certificate.holder_kind, certificate.holder_value),
-            ),
-            ("签发机关", "Issuer", f"{certificate.issuer_department} ({certificate.issuer_uscc})"),
-            ("证照标识", "Identifier", f"{certificate.id} v{certificate.version}"),
-            ("签发时间", "Issued", _when(certificate.issued_at)),
-            ("有效期自", "Valid from", _when(certificate.valid_from)),
-            ("有效期至", "Valid until", _when(certificate.valid_until)),
-        ]
-        rows.append(
-            f"<h2>证照信息 <span class='en'>Certificate{claimed}</span></h2><table>"
-            + "".join(
-                f"<tr><th>{zh} <span class='en'>{en}</span></th><td>{escape(value)}</td></tr>"
-                for zh, en, value in facts
-            )
-            + "</table>"
-        )
-    checks = "".join(
-        "<tr>"
-        f"<td>{_CHECK_LABELS[c.name][0]} <span class='en'>{_CHECK_LABELS[c.name][1]}</span></td>"
-        + (
-            '<td class="pass">通过 <span class="en">passed</span></td>'
-            if c.passed
-            else '<td class="fail">未通过 <span class="en">failed</span></td>'
-        )
-        + f"<td>{escape(c.reason)}</td></tr>"
-        for c in verdict.checks
-    )
+        rows.append(_facts_table(verdict.certificate, claimed, shown))
     rows.append(
-        "<h2>核验项 <span class='en'>Checks</span></h2><table>"
-        "<tr><th>检查 <span class='en'>Check</span></th>"
-        "<th>结果 <span class='en'>Result</span></th>"
-        f"<th>说明 <span class='en'>Detail</span></th></tr>{checks}</table>"
+        _checks_table("核验项 <span class='en'>Checks</span>", _certificate_checks(verdict))
     )
     return _page(
         "核验结果 / Verification result",
@@ -148,8 +175,74 @@ def render_verdict(verdict: Verdict) -> str:
     )
 
 
-def add_verification_routes(app: web.Application, verify: VerifyFunction) -> None:
-    """Serve the form at ``/``, verdicts for pasted tokens, and ``/v/<id>`` links."""
+def render_copy_verdict(verdict: UsageCopyVerdict, shown: ShownFields | None = None) -> str:
+    """The verdict page of a usage copy: its stamp, its checks, the certificate's."""
+    if verdict.valid:
+        banner = (
+            '<div class="verdict valid">✔ 加注件有效 '
+            '<span class="en">Valid usage copy of a valid certificate</span></div>'
+        )
+    else:
+        banner = (
+            '<div class="verdict invalid">✘ 加注件无效 '
+            '<span class="en">This usage copy is NOT valid</span></div>'
+        )
+    claimed = "" if verdict.valid else ' <span class="en">(claimed, not verified)</span>'
+    parts = [banner]
+    copy = verdict.usage_copy
+    if copy is not None:
+        until = copy.valid_until.strftime("%Y-%m-%d %H:%M UTC")
+        parts.append(
+            f'<div class="stamp">{escape(copy.stamp_text)}'
+            f'<br><span class="en">For use by {escape(copy.user)} only, for '
+            f"{escape(copy.use_cause)} (case {escape(copy.case_id)}), until {until}"
+            f"{claimed}</span></div>"
+        )
+        facts = [
+            ("加注件编号", "Usage copy id", copy.usage_copy_id),
+            ("用证单位", "Used by", copy.user),
+            ("办件编号", "Case id", copy.case_id),
+            ("用证事由", "Use cause", copy.use_cause),
+            ("加注时间", "Stamped at", _when(copy.issued_at)),
+            ("加注件有效期至", "Copy valid until", until),
+        ]
+        parts.append(
+            f"<h2>加注件 <span class='en'>Usage copy{claimed}</span></h2><table>"
+            + "".join(
+                f"<tr><th>{zh} <span class='en'>{en}</span></th><td>{escape(value)}</td></tr>"
+                for zh, en, value in facts
+            )
+            + "</table>"
+        )
+    parts.append(
+        _checks_table(
+            "加注件核验项 <span class='en'>Usage copy checks</span>",
+            [(*_COPY_CHECK_LABELS[c.name], c.passed, c.reason) for c in verdict.checks],
+        )
+    )
+    certificate = verdict.certificate
+    if certificate is not None:
+        if certificate.certificate is not None:
+            parts.append(_facts_table(certificate.certificate, claimed, shown))
+        parts.append(
+            _checks_table(
+                "证照核验项 <span class='en'>Certificate checks</span>",
+                _certificate_checks(certificate),
+            )
+        )
+    return _page(
+        "加注件核验结果 / Usage copy verification",
+        "<h1>加注件核验结果 <span class='en'>Usage copy verification</span></h1>"
+        + "".join(parts)
+        + '<p><a href="/">核验另一份 <span class="en">Verify another</span></a></p>',
+    )
+
+
+def add_verification_routes(
+    app: web.Application, verify: VerifyFunction, shown: ShownFields | None = None
+) -> None:
+    """Serve the form at ``/``, verdicts for pasted tokens, ``/v/<id>`` links and
+    ``/u/<usage copy token>`` links."""
 
     async def form(request: web.Request) -> web.Response:
         return web.Response(text=render_form(), content_type="text/html")
@@ -175,6 +268,16 @@ def add_verification_routes(app: web.Application, verify: VerifyFunction) -> Non
         certificate_id = request.match_info["certificate_id"]
         return await _answer(Presented(PresentedKind.CERTIFICATE_ID, certificate_id))
 
+    async def copy_linked(request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        if len(token) > MAX_TOKEN_CHARS:
+            return web.Response(
+                text=render_form("内容过长 / That is too long to be a usage copy"),
+                content_type="text/html",
+                status=413,
+            )
+        return await _answer(Presented(PresentedKind.USAGE_COPY, token))
+
     async def _answer(presented: Presented) -> web.Response:
         try:
             verdict = await verify(presented)
@@ -184,8 +287,13 @@ def add_verification_routes(app: web.Application, verify: VerifyFunction) -> Non
                 content_type="text/html",
                 status=404 if isinstance(exc, NotFound) else 400,
             )
-        return web.Response(text=render_verdict(verdict), content_type="text/html")
+        if isinstance(verdict, UsageCopyVerdict):
+            page = render_copy_verdict(verdict, shown)
+        else:
+            page = render_verdict(verdict, shown)
+        return web.Response(text=page, content_type="text/html")
 
     app.router.add_get("/", form)
     app.router.add_post("/", pasted)
     app.router.add_get("/v/{certificate_id}", linked)
+    app.router.add_get("/u/{token}", copy_linked)

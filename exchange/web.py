@@ -19,11 +19,12 @@ from adapters.resilience import CircuitState
 from certstore.cursors import last_synced
 from exchange.auth.identity import set_current_caller
 from exchange.auth.policy import Caller
+from exchange.certificates.documents import field_text
 from exchange.certificates.verification import Presented
 from exchange.hub import Hub
 from exchange.services.verification import VerificationServicer
-from exchange.verify_page import add_verification_routes
-from signing import Verdict
+from exchange.verify_page import PageVerdict, add_verification_routes
+from signing import Certificate
 
 _CIRCUIT_VALUES = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -77,7 +78,7 @@ class OperatorWeb:
         self.app = web.Application()
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/healthz", self.health)
-        add_verification_routes(self.app, self.verify)
+        add_verification_routes(self.app, self.verify, self.shown_fields)
         self._verification = VerificationServicer(hub)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -88,12 +89,24 @@ class OperatorWeb:
         )
         return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
-    async def verify(self, presented: Presented) -> Verdict:
+    async def verify(self, presented: Presented) -> PageVerdict:
         """Verify what the page was shown, exactly as `VerificationService.Verify` does
         (a lookup by id is audited under the holder, as made by the public page)."""
         set_current_caller(PUBLIC_PAGE)
-        online = await self._verification.verify(presented)
+        online = await self._verification.verify_any(presented)
         return online.verdict
+
+    def shown_fields(self, certificate: Certificate) -> list[tuple[str, str, str]]:
+        """The data fields the certificate's type shows to verifiers, labelled."""
+        kind = self.hub.certificates.types.find(certificate.type_code)
+        if kind is None:
+            return []
+        shown = []
+        for name in kind.verifier_fields:
+            if name in certificate.fields:
+                zh, en = kind.field_label(name)
+                shown.append((zh, en, field_text(certificate.fields[name])))
+        return shown
 
     async def health(self, request: web.Request) -> web.Response:
         database = await asyncio.to_thread(self.hub.database.ping)

@@ -17,6 +17,10 @@ QR_MAX_TOKEN_LENGTH = 2331
 _COMPACT_TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", re.ASCII)
 _SHORT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}", re.ASCII)
 _REFERENCE_PATH = re.compile(r"(?P<base>.*)/v/(?P<short_id>[^/]+)", re.ASCII)
+# A usage copy's QR code links to the verification page with the copy's token itself.
+_USAGE_COPY_PATH = re.compile(
+    r"(?P<base>.*)/u/(?P<token>[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", re.ASCII
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,8 @@ def qr_payload(
 def parse_qr_text(text: str) -> QrToken | QrReference:
     """Tell which form scanned QR text is in; surrounding whitespace is ignored.
 
+    A ``<hub>/u/<token>`` link (a usage copy's QR code) is read as the token it holds.
+
     Raises:
         InvalidRequest: (`qr_text`, rule) when it is neither a compact token nor an
             http(s) `<hub>/v/<short id>` URL.
@@ -66,6 +72,9 @@ def parse_qr_text(text: str) -> QrToken | QrReference:
     if _COMPACT_TOKEN.fullmatch(text):
         return QrToken(text)
     parts = urlsplit(text)
+    linked = _USAGE_COPY_PATH.fullmatch(parts.path)
+    if parts.scheme in {"https", "http"} and parts.netloc and linked is not None:
+        return QrToken(linked["token"])
     match = _REFERENCE_PATH.fullmatch(parts.path)
     if (
         parts.scheme in {"https", "http"}

@@ -28,6 +28,7 @@ OPEN_SERVICES = frozenset({"VerificationService"})
 AUTHENTICATED_SERVICES = frozenset({"CatalogService", "AccessService"})
 _CALLER = re.compile(r"^[0-9A-Z]{18}/([A-Za-z0-9_-]+|\*)$")
 _RPC = re.compile(r"^(\*|[A-Za-z]+/(\*|[A-Za-z]+))$")
+_CERTIFICATE_TYPE = re.compile(r"^(\*|[0-9A-Z]{1,64})$")
 
 
 class PolicySettings(BaseModel):
@@ -39,6 +40,17 @@ class PolicySettings(BaseModel):
     rpcs: list[str] = Field(default_factory=list)
     record_types: dict[str, list[str]] = Field(default_factory=dict)
     reasons: list[str] = Field(default_factory=list)
+    # Certificate types (type codes, or "*") whose certificates the caller may use:
+    # obtain usage copies of and find by holder. Issuers may always use their own.
+    certificate_types: list[str] = Field(default_factory=list)
+
+    @field_validator("certificate_types")
+    @classmethod
+    def _certificate_type_shape(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if not _CERTIFICATE_TYPE.match(code):
+                raise ValueError(f"{code!r} must be a certificate type code (0-9A-Z) or '*'")
+        return value
 
     @field_validator("caller")
     @classmethod
@@ -97,6 +109,7 @@ class Grant:
     # e.g. "apply for access to ..."), and fields removed from what is otherwise readable.
     withheld: Mapping[str, str] = field(default_factory=dict)
     withheld_fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    certificate_types: frozenset[str] = frozenset()
 
     def allows_rpc(self, service: str, method: str) -> bool:
         return self.unrestricted or bool(
@@ -121,6 +134,9 @@ class Grant:
         for name in self.withheld_fields.get(record_type, ()):
             kept.pop(name, None)
         return kept
+    def may_use_certificates_of(self, type_code: str) -> bool:
+        """True when the policy lets the caller use certificates of `type_code`."""
+        return self.unrestricted or bool({ALL, type_code} & self.certificate_types)
 
     def allows_reason(self, reason: str) -> bool:
         return self.unrestricted or not self.reasons or any(p.search(reason) for p in self.reasons)
@@ -149,6 +165,7 @@ class AccessPolicy:
             rpcs=frozenset(rpc for p in matching for rpc in p.rpcs),
             record_fields={k: frozenset(v) for k, v in fields.items()},
             reasons=tuple(re.compile(r) for p in matching for r in p.reasons),
+            certificate_types=frozenset(c for p in matching for c in p.certificate_types),
         )
 
     def check_rpc(self, caller: Caller, service: str, method: str) -> Grant:

@@ -22,6 +22,7 @@ from exchange.certificates.keys import (
 from exchange.certificates.lifecycle import CertificateLifecycle
 from exchange.certificates.publisher import TrustPublisher, TrustTiming
 from exchange.certificates.types import CertificateTypes
+from exchange.certificates.usage import CertificateUse
 from exchange.certificates.verification import (
     OnlineVerdict,
     OnlineVerifier,
@@ -69,6 +70,7 @@ class CertificateLibrary:
     lifecycle: CertificateLifecycle
     trust: TrustPublisher
     verifier: OnlineVerifier
+    use: CertificateUse
     public_url: str | None = None
 
     @classmethod
@@ -126,6 +128,9 @@ class CertificateLibrary:
             lifecycle=lifecycle,
             trust=publisher,
             verifier=OnlineVerifier(store),
+            use=CertificateUse(
+                store, types, keys, audit, public_url=settings.signing.public_url, clock=clock
+            ),
             public_url=settings.signing.public_url,
         )
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from domain.errors import InvalidRequest
 from domain.subjects import KeyKind
-from exchange.settings import CertificateTypeSettings, FieldType
+from exchange.settings import CertificateTypeSettings, DocumentLayoutSettings, FieldType
 from signing import JSONValue
 
 _SAFE_INTEGER = 2**53 - 1
@@ -88,6 +88,9 @@ class CertificateType:
     required_fields: Mapping[str, FieldType]
     optional_fields: Mapping[str, FieldType]
     validity: timedelta | None = None
+    layout: DocumentLayoutSettings = field(default_factory=DocumentLayoutSettings)
+    verifier_fields: tuple[str, ...] = ()
+    usage_copy_validity: timedelta = timedelta(days=30)
 
     @classmethod
     def from_settings(cls, code: str, declared: CertificateTypeSettings) -> CertificateType:
@@ -103,7 +106,26 @@ class CertificateType:
             validity=None
             if declared.validity_days is None
             else timedelta(days=declared.validity_days),
+            layout=declared.document,
+            verifier_fields=tuple(declared.verifier_fields),
+            usage_copy_validity=timedelta(days=declared.usage_copy_validity_days),
         )
+
+    @property
+    def title(self) -> str:
+        """The document title: the layout's, else the type's name."""
+        return self.layout.title or self.name
+
+    def print_order(self) -> list[str]:
+        """Field names in print order: the layout's order, then the rest as declared."""
+        declared = [*self.required_fields, *self.optional_fields]
+        named = [name for name in self.layout.field_order if name in declared]
+        return named + [name for name in declared if name not in named]
+
+    def field_label(self, name: str) -> tuple[str, str]:
+        """(Chinese, English) label of field `name`; the name itself when none is set."""
+        found = self.layout.labels.get(name)
+        return (name, "") if found is None else (found.zh, found.en)
 
     @property
     def label(self) -> str:

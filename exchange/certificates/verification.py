@@ -26,6 +26,7 @@ from signing import (
     parse_qr_text,
 )
 from signing.jws import MAX_TOKEN_CHARS
+from signing.usage_copy import is_usage_copy
 
 _NOT_CHECKED = "not checked"
 
@@ -36,6 +37,7 @@ class PresentedKind(StrEnum):
     CERTIFICATE_ID = "certificate_id"
     TOKEN = "token"  # noqa: S105  (a kind of input, not a secret)
     QR_TEXT = "qr_text"
+    USAGE_COPY = "usage_copy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +63,25 @@ def token_of(presented: Presented) -> str | None:
     Raises:
         InvalidRequest: QR text that is neither a token nor a `<hub>/v/<id>` link.
     """
-    if presented.kind is PresentedKind.TOKEN:
+    if presented.kind in (PresentedKind.TOKEN, PresentedKind.USAGE_COPY):
         return presented.value
     if presented.kind is PresentedKind.QR_TEXT:
         scanned = parse_qr_text(presented.value)
         if not isinstance(scanned, QrReference):
             return scanned.token
     return None
+
+
+def usage_copy_of(presented: Presented) -> str | None:
+    """The usage copy token presented (as such, as a token or in QR text), else None.
+
+    Raises:
+        InvalidRequest: QR text that is neither a token nor a link the hub made.
+    """
+    if presented.kind is PresentedKind.USAGE_COPY:
+        return presented.value
+    token = token_of(presented)
+    return token if token is not None and is_usage_copy(token) else None
 
 
 def certificate_id_of(presented: Presented) -> str:

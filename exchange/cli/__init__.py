@@ -18,6 +18,7 @@ from exchange.cli import (
     catalog,
     certificates,
     client,
+    documents,
     keys,
     receipts,
     security,
@@ -42,6 +43,8 @@ app.add_typer(server.db_app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(adapters.app, name="adapters")
 app.add_typer(sync.app, name="sync")
+# Importing `documents` adds these to the cert group.
+_DOCUMENT_COMMANDS = (documents.render, documents.usage_copy, documents.holder_query)
 app.add_typer(certificates.cert_app, name="cert")
 app.add_typer(certificates.trust_app, name="trust")
 app.add_typer(security.ca_app, name="ca")

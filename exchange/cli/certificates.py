@@ -28,6 +28,12 @@ from exchange.cli.client import (
     TlsCertOption,
     TlsKeyOption,
 )
+from exchange.cli.copy_check import (
+    print_copy,
+    print_copy_answer,
+    read_document,
+    verify_copy_offline,
+)
 from exchange.generated import (
     certificates_pb2,
     certificates_pb2_grpc,
@@ -42,6 +48,7 @@ from signing import (
     CheckResult,
     DocumentExpired,
     QrReference,
+    QrToken,
     StatusList,
     TrustBundle,
     Verifier,
@@ -51,6 +58,7 @@ from signing import (
     qr_payload,
 )
 from signing.timestamps import parse_rfc3339
+from signing.usage_copy import is_usage_copy
 
 cert_app = typer.Typer(help="Issue and manage e-certificates.", no_args_is_help=True)
 trust_app = typer.Typer(
@@ -585,21 +593,46 @@ def verify(
         str | None,
         typer.Option("--hub", help="Verify online with this hub (HOST:PORT) instead."),
     ] = None,
+    certificate_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--certificate",
+            help="For a usage copy given as a token: the certificate's token file "
+            "(a PDF carries it already; online the hub has it).",
+        ),
+    ] = None,
     dev_token: DevTokenOption = None,
     tls_ca: TlsCaOption = None,
     tls_cert: TlsCertOption = None,
     tls_key: TlsKeyOption = None,
 ) -> None:
-    """Verify a certificate, offline by default; print every check; exit 0 only if valid."""
+    """Verify a certificate or usage copy (a token, QR text, a token file or a PDF
+    document), offline by default; print every check; exit 0 only if valid."""
     console = Console()
-    presented = _read_presented(token_or_file)
+    document = read_document(token_or_file)
+    certificate_token = None
+    if document is not None:
+        presented = document.usage_copy or document.certificate
+        if document.usage_copy is not None:
+            certificate_token = document.certificate
+    else:
+        presented = _read_presented(token_or_file)
     scanned = parse_qr_text(presented) if presented.startswith("http") else None
+    if isinstance(scanned, QrToken):  # a usage copy's /u/<token> link
+        presented = scanned.token
+    if certificate_file is not None:
+        certificate_token = _read_presented(str(certificate_file))
     if hub is None and scanned is None and presented.count(".") != 2:
         _refuse_what_no_token_is(presented)
+    copy = is_usage_copy(presented)
+    if certificate_token is not None and not copy:
+        raise InvalidRequest("--certificate", "is given only with a usage copy")
     if hub is not None:
-        valid = _verify_online(
-            presented, HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key), console
-        )
+        connection = HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key)
+        if copy:
+            valid = _verify_copy_online(presented, certificate_token, connection, console)
+        else:
+            valid = _verify_online(presented, connection, console)
         raise typer.Exit(0 if valid else 1)
     if isinstance(scanned, QrReference):
         console.print(
@@ -638,7 +671,15 @@ def verify(
             console.print(f"[red]status list refused:[/] {exc.message}")
     else:
         console.print(f"[yellow]no status list at {status}[/]")
-    verdict = Verifier.from_bundle(trusted, status_list).verify(presented, now=now)
+    verifier = Verifier.from_bundle(trusted, status_list)
+    if copy:
+        copied = verify_copy_offline(presented, certificate_token, root_jwk, verifier, now)
+        print_copy(copied, console)
+        if copied.certificate is not None:
+            print_checks(list(copied.certificate.checks), console)
+        console.print("[bold green]VALID[/]" if copied.valid else "[bold red]NOT VALID[/]")
+        raise typer.Exit(0 if copied.valid else 1)
+    verdict = verifier.verify(presented, now=now)
     if verdict.certificate is not None:
         claimed = verdict.certificate
         console.print(
@@ -648,6 +689,34 @@ def verify(
         )
     valid = print_checks(list(verdict.checks), console)
     raise typer.Exit(0 if valid else 1)
+
+
+def _verify_copy_online(
+    presented: str, certificate_token: str | None, connection: HubConnection, console: Console
+) -> bool:
+    request = verification_pb2.VerifyRequest(
+        usage_copy=presented, certificate_token=certificate_token or ""
+    )
+    answer = connection.call(verification_pb2_grpc.VerificationServiceStub, "Verify", request)
+    verdict = answer.verdict
+    print_copy_answer(verdict, console)
+    if verdict.HasField("certificate"):
+        print_certificate(verdict.certificate, console)
+    _print_answer_checks(verdict, console)
+    console.print("[bold green]VALID[/]" if verdict.valid else "[bold red]NOT VALID[/]")
+    return bool(verdict.valid)
+
+
+def _print_answer_checks(verdict: verification_pb2.Verdict, console: Console) -> bool:
+    checks = [
+        CheckResult(
+            CheckName(verification_pb2.CheckName.Name(c.check).removeprefix("CHECK_NAME_")),
+            c.passed,
+            c.reason,
+        )
+        for c in verdict.checks
+    ]
+    return print_checks(checks, console)
 
 
 def _verify_online(presented: str, connection: HubConnection, console: Console) -> bool:
@@ -661,12 +730,4 @@ def _verify_online(presented: str, connection: HubConnection, console: Console) 
     verdict = answer.verdict
     if verdict.HasField("certificate"):
         print_certificate(verdict.certificate, console)
-    checks = [
-        CheckResult(
-            CheckName(verification_pb2.CheckName.Name(c.check).removeprefix("CHECK_NAME_")),
-            c.passed,
-            c.reason,
-        )
-        for c in verdict.checks
-    ]
-    return print_checks(checks, console) and verdict.valid
+    return _print_answer_checks(verdict, console) and verdict.valid

@@ -27,47 +27,61 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from exchange.generated import common_pb2 as tongban_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtongban/v1/certificates.proto\x12\ntongban.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tongban/v1/common.proto\"*\n\x06Issuer\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\"\xaa\x04\n\x0b\x43\x65rtificate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttype_code\x18\x02 \x01(\t\x12\x11\n\ttype_name\x18\x03 \x01(\t\x12&\n\x06holder\x18\x04 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\"\n\x06issuer\x18\x05 \x01(\x0b\x32\x12.tongban.v1.Issuer\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nvalid_from\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\t \x01(\x05\x12\x16\n\x0epredecessor_id\x18\n \x01(\t\x12\x14\n\x0csuccessor_id\x18\x0b \x01(\t\x12\'\n\x06\x66ields\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x06status\x18\r \x01(\x0e\x32\x1d.tongban.v1.CertificateStatus\x12\x15\n\rstatus_reason\x18\x0e \x01(\t\x12\x35\n\x11status_changed_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05token\x18\x10 \x01(\t\x12\x19\n\x11status_list_index\x18\x11 \x01(\x03\"\xfc\x01\n\x0cIssueRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttype_code\x18\x02 \x01(\t\x12&\n\x06holder\x18\x03 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x13\n\x0bissuer_uscc\x18\x04 \x01(\t\x12.\n\nvalid_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06\x66ields\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"O\n\rIssueResponse\x12,\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x17.tongban.v1.Certificate\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"$\n\nGetRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\";\n\x0bGetResponse\x12,\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x17.tongban.v1.Certificate\"\x91\x01\n\x13ListByHolderRequest\x12&\n\x06holder\x18\x01 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x11\n\ttype_code\x18\x02 \x01(\t\x12\x18\n\x10include_inactive\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"^\n\x14ListByHolderResponse\x12-\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32\x17.tongban.v1.Certificate\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd8\x01\n\x10SupersedeRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\'\n\x06\x66ields\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nvalid_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x06 \x01(\t\"o\n\x11SupersedeResponse\x12,\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x17.tongban.v1.Certificate\x12,\n\x0bpredecessor\x18\x02 \x01(\x0b\x32\x17.tongban.v1.Certificate\"7\n\rRevokeRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\">\n\x0eRevokeResponse\x12,\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x17.tongban.v1.Certificate\"8\n\x0eSuspendRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x0fSuspendResponse\x12,\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x17.tongban.v1.Certificate\":\n\x10ReinstateRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"A\n\x11ReinstateResponse\x12,\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x17.tongban.v1.Certificate*\xba\x01\n\x11\x43\x65rtificateStatus\x12\"\n\x1e\x43\x45RTIFICATE_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x45RTIFICATE_STATUS_VALID\x10\x01\x12 \n\x1c\x43\x45RTIFICATE_STATUS_SUSPENDED\x10\x02\x12\x1e\n\x1a\x43\x45RTIFICATE_STATUS_REVOKED\x10\x03\x12!\n\x1d\x43\x45RTIFICATE_STATUS_SUPERSEDED\x10\x04\x32\xf6\x03\n\x12\x43\x65rtificateService\x12<\n\x05Issue\x12\x18.tongban.v1.IssueRequest\x1a\x19.tongban.v1.IssueResponse\x12\x36\n\x03Get\x12\x16.tongban.v1.GetRequest\x1a\x17.tongban.v1.GetResponse\x12Q\n\x0cListByHolder\x12\x1f.tongban.v1.ListByHolderRequest\x1a .tongban.v1.ListByHolderResponse\x12H\n\tSupersede\x12\x1c.tongban.v1.SupersedeRequest\x1a\x1d.tongban.v1.SupersedeResponse\x12?\n\x06Revoke\x12\x19.tongban.v1.RevokeRequest\x1a\x1a.tongban.v1.RevokeResponse\x12\x42\n\x07Suspend\x12\x1a.tongban.v1.SuspendRequest\x1a\x1b.tongban.v1.SuspendResponse\x12H\n\tReinstate\x12\x1c.tongban.v1.ReinstateRequest\x1a\x1d.tongban.v1.ReinstateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtongban/v1/certificates.proto\x12\ntongban.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tongban/v1/common.proto\"*\n\x06Issuer\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x0c\n\x04uscc\x18\x02 \x01(\t\"\xaa\x04\n\x0b\x43\x65rtificate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttype_code\x18\x02 \x01(\t\x12\x11\n\ttype_name\x18\x03 \x01(\t\x12&\n\x06holder\x18\x04 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\"\n\x06issuer\x18\x05 \x01(\x0b\x32\x12.tongban.v1.Issuer\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nvalid_from\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\t \x01(\x05\x12\x16\n\x0epredecessor_id\x18\n \x01(\t\x12\x14\n\x0csuccessor_id\x18\x0b \x01(\t\x12\'\n\x06\x66ields\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x06status\x18\r \x01(\x0e\x32\x1d.tongban.v1.CertificateStatus\x12\x15\n\rstatus_reason\x18\x0e \x01(\t\x12\x35\n\x11status_changed_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05token\x18\x10 \x01(\t\x12\x19\n\x11status_list_index\x18\x11 \x01(\x03\"\xaf\x03\n\tUsageCopy\x12\x15\n\rusage_copy_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x65rtificate_id\x18\x02 \x01(\t\x12\x1a\n\x12\x63\x65rtificate_sha256\x18\x03 \x01(\t\x12\x11\n\ttype_code\x18\x04 \x01(\t\x12\x11\n\ttype_name\x18\x05 \x01(\t\x12\x15\n\rholder_masked\x18\x06 \x01(\t\x12\"\n\x06issuer\x18\x07 \x01(\x0b\x32\x12.tongban.v1.Issuer\x12\x19\n\x11user_organization\x18\x08 \x01(\t\x12\x13\n\x0buser_system\x18\t \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\n \x01(\t\x12\x11\n\tuse_cause\x18\x0b \x01(\t\x12-\n\tissued_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nvalid_from\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nstamp_text\x18\x0f \x01(\t\"/\n\x15RenderDocumentRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\"8\n\x16RenderDocumentResponse\x12\x0b\n\x03pdf\x18\x01 \x01(\x0c\x12\x11\n\tfile_name\x18\x02 \x01(\t\"\x7f\n\x15IssueUsageCopyRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x11\n\tuse_cause\x18\x03 \x01(\t\x12\x15\n\rvalidity_days\x18\x04 \x01(\x05\x12\x13\n\x0binclude_pdf\x18\x05 \x01(\x08\"\x8d\x01\n\x16IssueUsageCopyResponse\x12)\n\nusage_copy\x18\x01 \x01(\x0b\x32\x15.tongban.v1.UsageCopy\x12\r\n\x05token\x18\x02 \x01(\t\x12\x19\n\x11\x63\x65rtificate_token\x18\x03 \x01(\t\x12\x0b\n\x03pdf\x18\x04 \x01(\x0c\x12\x11\n\tfile_name\x18\x05 \x01(\t\"\xa3\x01\n\x14QueryByHolderRequest\x12\x13\n\x0bholder_code\x18\x01 \x01(\t\x12\x18\n\x10holder_type_code\x18\x02 \x01(\t\x12\x11\n\tuse_cause\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x04 \x01(\t\x12\x11\n\ttype_code\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"_\n\x15QueryByHolderResponse\x12-\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32\x17.tongban.v1.Certificate\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xfc\x01\n\x0cIssueRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttype_code\x18\x02 \x01(\t\x12&\n\x06holder\x18\x03 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x13\n\x0bissuer_uscc\x18\x04 \x01(\t\x12.\n\nvalid_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06\x66ields\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"O\n\rIssueResponse\x12,\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x17.tongban.v1.Certificate\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"$\n\nGetRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\";\n\x0bGetResponse\x12,\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x17.tongban.v1.Certificate\"\x91\x01\n\x13ListByHolderRequest\x12&\n\x06holder\x18\x01 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x11\n\ttype_code\x18\x02 \x01(\t\x12\x18\n\x10include_inactive\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"^\n\x14ListByHolderResponse\x12-\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32\x17.tongban.v1.Certificate\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd8\x01\n\x10SupersedeRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\'\n\x06\x66ields\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nvalid_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x06 \x01(\t\"o\n\x11SupersedeResponse\x12,\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x17.tongban.v1.Certificate\x12,\n\x0bpredecessor\x18\x02 \x01(\x0b\x32\x17.tongban.v1.Certificate\"7\n\rRevokeRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\">\n\x0eRevokeResponse\x12,\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x17.tongban.v1.Certificate\"8\n\x0eSuspendRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x0fSuspendResponse\x12,\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x17.tongban.v1.Certificate\":\n\x10ReinstateRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"A\n\x11ReinstateResponse\x12,\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x17.tongban.v1.Certificate*\xba\x01\n\x11\x43\x65rtificateStatus\x12\"\n\x1e\x43\x45RTIFICATE_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x45RTIFICATE_STATUS_VALID\x10\x01\x12 \n\x1c\x43\x45RTIFICATE_STATUS_SUSPENDED\x10\x02\x12\x1e\n\x1a\x43\x45RTIFICATE_STATUS_REVOKED\x10\x03\x12!\n\x1d\x43\x45RTIFICATE_STATUS_SUPERSEDED\x10\x04\x32\xfe\x05\n\x12\x43\x65rtificateService\x12<\n\x05Issue\x12\x18.tongban.v1.IssueRequest\x1a\x19.tongban.v1.IssueResponse\x12\x36\n\x03Get\x12\x16.tongban.v1.GetRequest\x1a\x17.tongban.v1.GetResponse\x12Q\n\x0cListByHolder\x12\x1f.tongban.v1.ListByHolderRequest\x1a .tongban.v1.ListByHolderResponse\x12H\n\tSupersede\x12\x1c.tongban.v1.SupersedeRequest\x1a\x1d.tongban.v1.SupersedeResponse\x12?\n\x06Revoke\x12\x19.tongban.v1.RevokeRequest\x1a\x1a.tongban.v1.RevokeResponse\x12\x42\n\x07Suspend\x12\x1a.tongban.v1.SuspendRequest\x1a\x1b.tongban.v1.SuspendResponse\x12H\n\tReinstate\x12\x1c.tongban.v1.ReinstateRequest\x1a\x1d.tongban.v1.ReinstateResponse\x12W\n\x0eRenderDocument\x12!.tongban.v1.RenderDocumentRequest\x1a\".tongban.v1.RenderDocumentResponse\x12W\n\x0eIssueUsageCopy\x12!.tongban.v1.IssueUsageCopyRequest\x1a\".tongban.v1.IssueUsageCopyResponse\x12T\n\rQueryByHolder\x12 .tongban.v1.QueryByHolderRequest\x1a!.tongban.v1.QueryByHolderResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.generated.certificates_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CERTIFICATESTATUS']._serialized_start=2117
-  _globals['_CERTIFICATESTATUS']._serialized_end=2303
+  _globals['_CERTIFICATESTATUS']._serialized_start=3194
+  _globals['_CERTIFICATESTATUS']._serialized_end=3380
   _globals['_ISSUER']._serialized_start=133
   _globals['_ISSUER']._serialized_end=175
   _globals['_CERTIFICATE']._serialized_start=178
   _globals['_CERTIFICATE']._serialized_end=732
-  _globals['_ISSUEREQUEST']._serialized_start=735
-  _globals['_ISSUEREQUEST']._serialized_end=987
-  _globals['_ISSUERESPONSE']._serialized_start=989
-  _globals['_ISSUERESPONSE']._serialized_end=1068
-  _globals['_GETREQUEST']._serialized_start=1070
-  _globals['_GETREQUEST']._serialized_end=1106
-  _globals['_GETRESPONSE']._serialized_start=1108
-  _globals['_GETRESPONSE']._serialized_end=1167
-  _globals['_LISTBYHOLDERREQUEST']._serialized_start=1170
-  _globals['_LISTBYHOLDERREQUEST']._serialized_end=1315
-  _globals['_LISTBYHOLDERRESPONSE']._serialized_start=1317
-  _globals['_LISTBYHOLDERRESPONSE']._serialized_end=1411
-  _globals['_SUPERSEDEREQUEST']._serialized_start=1414
-  _globals['_SUPERSEDEREQUEST']._serialized_end=1630
-  _globals['_SUPERSEDERESPONSE']._serialized_start=1632
-  _globals['_SUPERSEDERESPONSE']._serialized_end=1743
-  _globals['_REVOKEREQUEST']._serialized_start=1745
-  _globals['_REVOKEREQUEST']._serialized_end=1800
-  _globals['_REVOKERESPONSE']._serialized_start=1802
-  _globals['_REVOKERESPONSE']._serialized_end=1864
-  _globals['_SUSPENDREQUEST']._serialized_start=1866
-  _globals['_SUSPENDREQUEST']._serialized_end=1922
-  _globals['_SUSPENDRESPONSE']._serialized_start=1924
-  _globals['_SUSPENDRESPONSE']._serialized_end=1987
-  _globals['_REINSTATEREQUEST']._serialized_start=1989
-  _globals['_REINSTATEREQUEST']._serialized_end=2047
-  _globals['_REINSTATERESPONSE']._serialized_start=2049
-  _globals['_REINSTATERESPONSE']._serialized_end=2114
-  _globals['_CERTIFICATESERVICE']._serialized_start=2306
-  _globals['_CERTIFICATESERVICE']._serialized_end=2808
+  _globals['_USAGECOPY']._serialized_start=735
+  _globals['_USAGECOPY']._serialized_end=1166
+  _globals['_RENDERDOCUMENTREQUEST']._serialized_start=1168
+  _globals['_RENDERDOCUMENTREQUEST']._serialized_end=1215
+  _globals['_RENDERDOCUMENTRESPONSE']._serialized_start=1217
+  _globals['_RENDERDOCUMENTRESPONSE']._serialized_end=1273
+  _globals['_ISSUEUSAGECOPYREQUEST']._serialized_start=1275
+  _globals['_ISSUEUSAGECOPYREQUEST']._serialized_end=1402
+  _globals['_ISSUEUSAGECOPYRESPONSE']._serialized_start=1405
+  _globals['_ISSUEUSAGECOPYRESPONSE']._serialized_end=1546
+  _globals['_QUERYBYHOLDERREQUEST']._serialized_start=1549
+  _globals['_QUERYBYHOLDERREQUEST']._serialized_end=1712
+  _globals['_QUERYBYHOLDERRESPONSE']._serialized_start=1714
+  _globals['_QUERYBYHOLDERRESPONSE']._serialized_end=1809
+  _globals['_ISSUEREQUEST']._serialized_start=1812
+  _globals['_ISSUEREQUEST']._serialized_end=2064
+  _globals['_ISSUERESPONSE']._serialized_start=2066
+  _globals['_ISSUERESPONSE']._serialized_end=2145
+  _globals['_GETREQUEST']._serialized_start=2147
+  _globals['_GETREQUEST']._serialized_end=2183
+  _globals['_GETRESPONSE']._serialized_start=2185
+  _globals['_GETRESPONSE']._serialized_end=2244
+  _globals['_LISTBYHOLDERREQUEST']._serialized_start=2247
+  _globals['_LISTBYHOLDERREQUEST']._serialized_end=2392
+  _globals['_LISTBYHOLDERRESPONSE']._serialized_start=2394
+  _globals['_LISTBYHOLDERRESPONSE']._serialized_end=2488
+  _globals['_SUPERSEDEREQUEST']._serialized_start=2491
+  _globals['_SUPERSEDEREQUEST']._serialized_end=2707
+  _globals['_SUPERSEDERESPONSE']._serialized_start=2709
+  _globals['_SUPERSEDERESPONSE']._serialized_end=2820
+  _globals['_REVOKEREQUEST']._serialized_start=2822
+  _globals['_REVOKEREQUEST']._serialized_end=2877
+  _globals['_REVOKERESPONSE']._serialized_start=2879
+  _globals['_REVOKERESPONSE']._serialized_end=2941
+  _globals['_SUSPENDREQUEST']._serialized_start=2943
+  _globals['_SUSPENDREQUEST']._serialized_end=2999
+  _globals['_SUSPENDRESPONSE']._serialized_start=3001
+  _globals['_SUSPENDRESPONSE']._serialized_end=3064
+  _globals['_REINSTATEREQUEST']._serialized_start=3066
+  _globals['_REINSTATEREQUEST']._serialized_end=3124
+  _globals['_REINSTATERESPONSE']._serialized_start=3126
+  _globals['_REINSTATERESPONSE']._serialized_end=3191
+  _globals['_CERTIFICATESERVICE']._serialized_start=3383
+  _globals['_CERTIFICATESERVICE']._serialized_end=4149
 # @@protoc_insertion_point(module_scope)

@@ -160,6 +160,261 @@ class Certificate(_message.Message):
 Global___Certificate: _TypeAlias = Certificate  # noqa: Y015
 
 @_typing.final
+class UsageCopy(_message.Message):
+    """A usage copy (加注件): a certificate stamped for one use by one organization."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USAGE_COPY_ID_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_ID_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_SHA256_FIELD_NUMBER: _builtins.int
+    TYPE_CODE_FIELD_NUMBER: _builtins.int
+    TYPE_NAME_FIELD_NUMBER: _builtins.int
+    HOLDER_MASKED_FIELD_NUMBER: _builtins.int
+    ISSUER_FIELD_NUMBER: _builtins.int
+    USER_ORGANIZATION_FIELD_NUMBER: _builtins.int
+    USER_SYSTEM_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    USE_CAUSE_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    STAMP_TEXT_FIELD_NUMBER: _builtins.int
+    usage_copy_id: _builtins.str
+    """UC-<32 hex digits>."""
+    certificate_id: _builtins.str
+    certificate_sha256: _builtins.str
+    """base64url SHA-256 of the certificate's compact token."""
+    type_code: _builtins.str
+    type_name: _builtins.str
+    holder_masked: _builtins.str
+    """The holder as the copy states it: masked where the type says so."""
+    user_organization: _builtins.str
+    """The using organization's USCC and system (the caller's identity)."""
+    user_system: _builtins.str
+    case_id: _builtins.str
+    use_cause: _builtins.str
+    """用证事由."""
+    stamp_text: _builtins.str
+    """"仅供 <user> 办理 <use cause>（<case id>）使用，有效期至 <time>"."""
+    @_builtins.property
+    def issuer(self) -> Global___Issuer: ...
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def valid_from(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def valid_until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        usage_copy_id: _builtins.str = ...,
+        certificate_id: _builtins.str = ...,
+        certificate_sha256: _builtins.str = ...,
+        type_code: _builtins.str = ...,
+        type_name: _builtins.str = ...,
+        holder_masked: _builtins.str = ...,
+        issuer: Global___Issuer | None = ...,
+        user_organization: _builtins.str = ...,
+        user_system: _builtins.str = ...,
+        case_id: _builtins.str = ...,
+        use_cause: _builtins.str = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        valid_from: _timestamp_pb2.Timestamp | None = ...,
+        valid_until: _timestamp_pb2.Timestamp | None = ...,
+        stamp_text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "issuer", b"issuer", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "certificate_id", b"certificate_id", "certificate_sha256", b"certificate_sha256", "holder_masked", b"holder_masked", "issued_at", b"issued_at", "issuer", b"issuer", "stamp_text", b"stamp_text", "type_code", b"type_code", "type_name", b"type_name", "usage_copy_id", b"usage_copy_id", "use_cause", b"use_cause", "user_organization", b"user_organization", "user_system", b"user_system", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageCopy: _TypeAlias = UsageCopy  # noqa: Y015
+
+@_typing.final
+class RenderDocumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_ID_FIELD_NUMBER: _builtins.int
+    certificate_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        certificate_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_id", b"certificate_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenderDocumentRequest: _TypeAlias = RenderDocumentRequest  # noqa: Y015
+
+@_typing.final
+class RenderDocumentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PDF_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    pdf: _builtins.bytes
+    """application/pdf."""
+    file_name: _builtins.str
+    """A suggested file name: <certificate id>.pdf."""
+    def __init__(
+        self,
+        *,
+        pdf: _builtins.bytes = ...,
+        file_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_name", b"file_name", "pdf", b"pdf"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenderDocumentResponse: _TypeAlias = RenderDocumentResponse  # noqa: Y015
+
+@_typing.final
+class IssueUsageCopyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_ID_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    USE_CAUSE_FIELD_NUMBER: _builtins.int
+    VALIDITY_DAYS_FIELD_NUMBER: _builtins.int
+    INCLUDE_PDF_FIELD_NUMBER: _builtins.int
+    certificate_id: _builtins.str
+    case_id: _builtins.str
+    """The hall's case (办件) number. Required."""
+    use_cause: _builtins.str
+    """用证事由: what the certificate is used for. Required; the caller's policy must allow it."""
+    validity_days: _builtins.int
+    """0 means the type's usage-copy validity (30 days unless configured); never more."""
+    include_pdf: _builtins.bool
+    """Also render the watermarked PDF."""
+    def __init__(
+        self,
+        *,
+        certificate_id: _builtins.str = ...,
+        case_id: _builtins.str = ...,
+        use_cause: _builtins.str = ...,
+        validity_days: _builtins.int = ...,
+        include_pdf: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "certificate_id", b"certificate_id", "include_pdf", b"include_pdf", "use_cause", b"use_cause", "validity_days", b"validity_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueUsageCopyRequest: _TypeAlias = IssueUsageCopyRequest  # noqa: Y015
+
+@_typing.final
+class IssueUsageCopyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USAGE_COPY_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_TOKEN_FIELD_NUMBER: _builtins.int
+    PDF_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The signed usage copy: JWS compact serialization, typ tongban-usage-copy+jws."""
+    certificate_token: _builtins.str
+    """The certificate's own token, which the copy names by hash (offline verifiers need it)."""
+    pdf: _builtins.bytes
+    """The watermarked PDF with both tokens embedded, when include_pdf was set."""
+    file_name: _builtins.str
+    @_builtins.property
+    def usage_copy(self) -> Global___UsageCopy: ...
+    def __init__(
+        self,
+        *,
+        usage_copy: Global___UsageCopy | None = ...,
+        token: _builtins.str = ...,
+        certificate_token: _builtins.str = ...,
+        pdf: _builtins.bytes = ...,
+        file_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage_copy", b"usage_copy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_token", b"certificate_token", "file_name", b"file_name", "pdf", b"pdf", "token", b"token", "usage_copy", b"usage_copy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueUsageCopyResponse: _TypeAlias = IssueUsageCopyResponse  # noqa: Y015
+
+@_typing.final
+class QueryByHolderRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDER_CODE_FIELD_NUMBER: _builtins.int
+    HOLDER_TYPE_CODE_FIELD_NUMBER: _builtins.int
+    USE_CAUSE_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    TYPE_CODE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    holder_code: _builtins.str
+    """持证主体代码 (national name holderCode): the holder's ID number, USCC, ..."""
+    holder_type_code: _builtins.str
+    """持证主体代码类型代码 (holderTypeCode): 111 ID card, 001 USCC, 002 organization code, ..."""
+    use_cause: _builtins.str
+    """用证事由 (useCause). Required."""
+    case_id: _builtins.str
+    """The hall's case number, kept in the audit trail."""
+    type_code: _builtins.str
+    """Only this certificate type (certificateTypeCode), when set."""
+    page_size: _builtins.int
+    """At most 200; 0 means 50."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        holder_code: _builtins.str = ...,
+        holder_type_code: _builtins.str = ...,
+        use_cause: _builtins.str = ...,
+        case_id: _builtins.str = ...,
+        type_code: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "holder_code", b"holder_code", "holder_type_code", b"holder_type_code", "page_size", b"page_size", "page_token", b"page_token", "type_code", b"type_code", "use_cause", b"use_cause"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryByHolderRequest: _TypeAlias = QueryByHolderRequest  # noqa: Y015
+
+@_typing.final
+class QueryByHolderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def certificates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Certificate]:
+        """Valid certificates the caller may use; without token and data fields."""
+
+    def __init__(
+        self,
+        *,
+        certificates: _abc.Iterable[Global___Certificate] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificates", b"certificates", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryByHolderResponse: _TypeAlias = QueryByHolderResponse  # noqa: Y015
+
+@_typing.final
 class IssueRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -70,6 +70,21 @@ class CertificateServiceStub:
                 request_serializer=tongban_dot_v1_dot_certificates__pb2.ReinstateRequest.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_certificates__pb2.ReinstateResponse.FromString,
                 _registered_method=True)
+        self.RenderDocument = channel.unary_unary(
+                '/tongban.v1.CertificateService/RenderDocument',
+                request_serializer=tongban_dot_v1_dot_certificates__pb2.RenderDocumentRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_certificates__pb2.RenderDocumentResponse.FromString,
+                _registered_method=True)
+        self.IssueUsageCopy = channel.unary_unary(
+                '/tongban.v1.CertificateService/IssueUsageCopy',
+                request_serializer=tongban_dot_v1_dot_certificates__pb2.IssueUsageCopyRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_certificates__pb2.IssueUsageCopyResponse.FromString,
+                _registered_method=True)
+        self.QueryByHolder = channel.unary_unary(
+                '/tongban.v1.CertificateService/QueryByHolder',
+                request_serializer=tongban_dot_v1_dot_certificates__pb2.QueryByHolderRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_certificates__pb2.QueryByHolderResponse.FromString,
+                _registered_method=True)
 
 
 class CertificateServiceServicer:
@@ -124,6 +139,33 @@ class CertificateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenderDocument(self, request, context):
+        """Renders a certificate the caller may use as a print-ready PDF: title, masked
+        holder, issuer, fields, validity, id, a QR code opening the verification page, and
+        the signed token embedded as certificate.jws.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueUsageCopy(self, request, context):
+        """Issues a usage copy (加注件) of a certificate the caller may use, for its case and
+        use cause (用证事由): signed by the hub, valid for the type's usage-copy period at
+        most and never beyond the certificate, audited as a use of the certificate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryByHolder(self, request, context):
+        """Finds a holder's valid certificates the caller may use, in the national sharing
+        interface's terms (holder code, holder type code, mandatory use cause). The answer
+        carries no tokens and no data fields: a hall obtains those as a usage copy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CertificateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +203,21 @@ def add_CertificateServiceServicer_to_server(servicer, server):
                     servicer.Reinstate,
                     request_deserializer=tongban_dot_v1_dot_certificates__pb2.ReinstateRequest.FromString,
                     response_serializer=tongban_dot_v1_dot_certificates__pb2.ReinstateResponse.SerializeToString,
+            ),
+            'RenderDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenderDocument,
+                    request_deserializer=tongban_dot_v1_dot_certificates__pb2.RenderDocumentRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_certificates__pb2.RenderDocumentResponse.SerializeToString,
+            ),
+            'IssueUsageCopy': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueUsageCopy,
+                    request_deserializer=tongban_dot_v1_dot_certificates__pb2.IssueUsageCopyRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_certificates__pb2.IssueUsageCopyResponse.SerializeToString,
+            ),
+            'QueryByHolder': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryByHolder,
+                    request_deserializer=tongban_dot_v1_dot_certificates__pb2.QueryByHolderRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_certificates__pb2.QueryByHolderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +410,87 @@ class CertificateService:
             '/tongban.v1.CertificateService/Reinstate',
             tongban_dot_v1_dot_certificates__pb2.ReinstateRequest.SerializeToString,
             tongban_dot_v1_dot_certificates__pb2.ReinstateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenderDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CertificateService/RenderDocument',
+            tongban_dot_v1_dot_certificates__pb2.RenderDocumentRequest.SerializeToString,
+            tongban_dot_v1_dot_certificates__pb2.RenderDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueUsageCopy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CertificateService/IssueUsageCopy',
+            tongban_dot_v1_dot_certificates__pb2.IssueUsageCopyRequest.SerializeToString,
+            tongban_dot_v1_dot_certificates__pb2.IssueUsageCopyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryByHolder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CertificateService/QueryByHolder',
+            tongban_dot_v1_dot_certificates__pb2.QueryByHolderRequest.SerializeToString,
+            tongban_dot_v1_dot_certificates__pb2.QueryByHolderResponse.FromString,
             options,
             channel_credentials,
             insecure,

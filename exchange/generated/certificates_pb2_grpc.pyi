@@ -48,6 +48,21 @@ class CertificateServiceStub:
     """Suspends reversibly, with a reason."""
     Reinstate: _grpc.UnaryUnaryMultiCallable[_certificates_pb2.ReinstateRequest, _certificates_pb2.ReinstateResponse]
     """Lifts a suspension."""
+    RenderDocument: _grpc.UnaryUnaryMultiCallable[_certificates_pb2.RenderDocumentRequest, _certificates_pb2.RenderDocumentResponse]
+    """Renders a certificate the caller may use as a print-ready PDF: title, masked
+    holder, issuer, fields, validity, id, a QR code opening the verification page, and
+    the signed token embedded as certificate.jws.
+    """
+    IssueUsageCopy: _grpc.UnaryUnaryMultiCallable[_certificates_pb2.IssueUsageCopyRequest, _certificates_pb2.IssueUsageCopyResponse]
+    """Issues a usage copy (加注件) of a certificate the caller may use, for its case and
+    use cause (用证事由): signed by the hub, valid for the type's usage-copy period at
+    most and never beyond the certificate, audited as a use of the certificate.
+    """
+    QueryByHolder: _grpc.UnaryUnaryMultiCallable[_certificates_pb2.QueryByHolderRequest, _certificates_pb2.QueryByHolderResponse]
+    """Finds a holder's valid certificates the caller may use, in the national sharing
+    interface's terms (holder code, holder type code, mandatory use cause). The answer
+    carries no tokens and no data fields: a hall obtains those as a usage copy.
+    """
 
 @_typing.type_check_only
 class CertificateServiceAsyncStub(CertificateServiceStub):
@@ -67,6 +82,21 @@ class CertificateServiceAsyncStub(CertificateServiceStub):
     """Suspends reversibly, with a reason."""
     Reinstate: _aio.UnaryUnaryMultiCallable[_certificates_pb2.ReinstateRequest, _certificates_pb2.ReinstateResponse]  # type: ignore[assignment]
     """Lifts a suspension."""
+    RenderDocument: _aio.UnaryUnaryMultiCallable[_certificates_pb2.RenderDocumentRequest, _certificates_pb2.RenderDocumentResponse]  # type: ignore[assignment]
+    """Renders a certificate the caller may use as a print-ready PDF: title, masked
+    holder, issuer, fields, validity, id, a QR code opening the verification page, and
+    the signed token embedded as certificate.jws.
+    """
+    IssueUsageCopy: _aio.UnaryUnaryMultiCallable[_certificates_pb2.IssueUsageCopyRequest, _certificates_pb2.IssueUsageCopyResponse]  # type: ignore[assignment]
+    """Issues a usage copy (加注件) of a certificate the caller may use, for its case and
+    use cause (用证事由): signed by the hub, valid for the type's usage-copy period at
+    most and never beyond the certificate, audited as a use of the certificate.
+    """
+    QueryByHolder: _aio.UnaryUnaryMultiCallable[_certificates_pb2.QueryByHolderRequest, _certificates_pb2.QueryByHolderResponse]  # type: ignore[assignment]
+    """Finds a holder's valid certificates the caller may use, in the national sharing
+    interface's terms (holder code, holder type code, mandatory use cause). The answer
+    carries no tokens and no data fields: a hall obtains those as a usage copy.
+    """
 
 class CertificateServiceServicer(metaclass=_abc_1.ABCMeta):
     """Issues, reads and manages the lifecycle of e-certificates."""
@@ -125,5 +155,38 @@ class CertificateServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_certificates_pb2.ReinstateResponse, _abc.Awaitable[_certificates_pb2.ReinstateResponse]]:
         """Lifts a suspension."""
+
+    @_abc_1.abstractmethod
+    def RenderDocument(
+        self,
+        request: _certificates_pb2.RenderDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificates_pb2.RenderDocumentResponse, _abc.Awaitable[_certificates_pb2.RenderDocumentResponse]]:
+        """Renders a certificate the caller may use as a print-ready PDF: title, masked
+        holder, issuer, fields, validity, id, a QR code opening the verification page, and
+        the signed token embedded as certificate.jws.
+        """
+
+    @_abc_1.abstractmethod
+    def IssueUsageCopy(
+        self,
+        request: _certificates_pb2.IssueUsageCopyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificates_pb2.IssueUsageCopyResponse, _abc.Awaitable[_certificates_pb2.IssueUsageCopyResponse]]:
+        """Issues a usage copy (加注件) of a certificate the caller may use, for its case and
+        use cause (用证事由): signed by the hub, valid for the type's usage-copy period at
+        most and never beyond the certificate, audited as a use of the certificate.
+        """
+
+    @_abc_1.abstractmethod
+    def QueryByHolder(
+        self,
+        request: _certificates_pb2.QueryByHolderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificates_pb2.QueryByHolderResponse, _abc.Awaitable[_certificates_pb2.QueryByHolderResponse]]:
+        """Finds a holder's valid certificates the caller may use, in the national sharing
+        interface's terms (holder code, holder type code, mandatory use cause). The answer
+        carries no tokens and no data fields: a hall obtains those as a usage copy.
+        """
 
 def add_CertificateServiceServicer_to_server(servicer: CertificateServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

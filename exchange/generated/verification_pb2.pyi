@@ -42,6 +42,8 @@ class _CheckNameEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CheckName.V
     """The certificate is not revoked or suspended."""
     CHECK_NAME_VALIDITY_WINDOW: _CheckName.ValueType  # 6
     """Now is within the certificate's validity window."""
+    CHECK_NAME_CERTIFICATE_MATCH: _CheckName.ValueType  # 7
+    """Usage copies only: the copy names exactly the certificate token checked with it."""
 
 class CheckName(_CheckName, metaclass=_CheckNameEnumTypeWrapper):
     """The checks a verification runs, in the order a reader would check them."""
@@ -59,6 +61,8 @@ CHECK_NAME_STATUS: CheckName.ValueType  # 5
 """The certificate is not revoked or suspended."""
 CHECK_NAME_VALIDITY_WINDOW: CheckName.ValueType  # 6
 """Now is within the certificate's validity window."""
+CHECK_NAME_CERTIFICATE_MATCH: CheckName.ValueType  # 7
+"""Usage copies only: the copy names exactly the certificate token checked with it."""
 Global___CheckName: _TypeAlias = CheckName  # noqa: Y015
 
 @_typing.final
@@ -97,6 +101,8 @@ class Verdict(_message.Message):
     CHECKS_FIELD_NUMBER: _builtins.int
     CERTIFICATE_FIELD_NUMBER: _builtins.int
     VERIFIED_AT_FIELD_NUMBER: _builtins.int
+    USAGE_COPY_FIELD_NUMBER: _builtins.int
+    USAGE_COPY_CHECKS_FIELD_NUMBER: _builtins.int
     valid: _builtins.bool
     @_builtins.property
     def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckResult]: ...
@@ -106,6 +112,16 @@ class Verdict(_message.Message):
 
     @_builtins.property
     def verified_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def usage_copy(self) -> _certificates_pb2.UsageCopy:
+        """Set when a usage copy was verified: what it states (authentic only when valid)."""
+
+    @_builtins.property
+    def usage_copy_checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckResult]:
+        """The usage copy's own checks (INTEGRITY, SIGNATURE by the hub root key,
+        CERTIFICATE_MATCH, VALIDITY_WINDOW); `checks` are then the certificate's.
+        """
+
     def __init__(
         self,
         *,
@@ -113,10 +129,12 @@ class Verdict(_message.Message):
         checks: _abc.Iterable[Global___CheckResult] | None = ...,
         certificate: _certificates_pb2.Certificate | None = ...,
         verified_at: _timestamp_pb2.Timestamp | None = ...,
+        usage_copy: _certificates_pb2.UsageCopy | None = ...,
+        usage_copy_checks: _abc.Iterable[Global___CheckResult] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "verified_at", b"verified_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "usage_copy", b"usage_copy", "verified_at", b"verified_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "checks", b"checks", "valid", b"valid", "verified_at", b"verified_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "checks", b"checks", "usage_copy", b"usage_copy", "usage_copy_checks", b"usage_copy_checks", "valid", b"valid", "verified_at", b"verified_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -129,24 +147,32 @@ class VerifyRequest(_message.Message):
     CERTIFICATE_ID_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
     QR_TEXT_FIELD_NUMBER: _builtins.int
+    USAGE_COPY_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_TOKEN_FIELD_NUMBER: _builtins.int
     certificate_id: _builtins.str
     """A certificate id known to this hub."""
     token: _builtins.str
     """The compact JWS token."""
     qr_text: _builtins.str
     """The text decoded from a certificate's QR code."""
+    usage_copy: _builtins.str
+    """A usage copy's compact token (typ tongban-usage-copy+jws)."""
+    certificate_token: _builtins.str
+    """For a usage copy: the certificate token it names. Empty: the hub uses its own."""
     def __init__(
         self,
         *,
         certificate_id: _builtins.str = ...,
         token: _builtins.str = ...,
         qr_text: _builtins.str = ...,
+        usage_copy: _builtins.str = ...,
+        certificate_token: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate_id", b"certificate_id", "presented", b"presented", "qr_text", b"qr_text", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate_id", b"certificate_id", "presented", b"presented", "qr_text", b"qr_text", "token", b"token", "usage_copy", b"usage_copy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_id", b"certificate_id", "presented", b"presented", "qr_text", b"qr_text", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_id", b"certificate_id", "certificate_token", b"certificate_token", "presented", b"presented", "qr_text", b"qr_text", "token", b"token", "usage_copy", b"usage_copy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_presented: _TypeAlias = _typing.Literal["certificate_id", "token", "qr_text"]  # noqa: Y015
+    _WhichOneofReturnType_presented: _TypeAlias = _typing.Literal["certificate_id", "token", "qr_text", "usage_copy"]  # noqa: Y015
     _WhichOneofArgType_presented: _TypeAlias = _typing.Literal["presented", b"presented"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_presented) -> _WhichOneofReturnType_presented | None: ...
 

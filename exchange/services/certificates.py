@@ -21,12 +21,15 @@ from certstore.certificates import CertificateStatus, HolderQuery, StoredCertifi
 from domain.errors import InvalidRequest
 from domain.subjects import SubjectKey, parse_key
 from exchange.auth.identity import current_caller
+from exchange.certificates.holder_codes import holder_from_national
 from exchange.certificates.lifecycle import IssueRequest, SupersedeRequest
+from exchange.certificates.usage import HolderSearch, UsageCopyRequest
 from exchange.generated import certificates_pb2, certificates_pb2_grpc, common_pb2
 from exchange.hub import Hub
 from exchange.metrics import CERTIFICATES_ISSUED
 from exchange.services import convert
 from signing import Certificate
+from signing.usage_copy import UsageCopy
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -79,6 +82,28 @@ def certificate_to_proto(
         message.status_reason = stored.status_reason
         message.successor_id = stored.successor_id or ""
         _set_time(message.status_changed_at, stored.status_changed_at)
+    return message
+
+
+def usage_copy_to_proto(copy: UsageCopy) -> certificates_pb2.UsageCopy:
+    """A usage copy as protobuf."""
+    message = certificates_pb2.UsageCopy(
+        usage_copy_id=copy.usage_copy_id,
+        certificate_id=copy.certificate_id,
+        certificate_sha256=copy.certificate_sha256,
+        type_code=copy.type_code,
+        type_name=copy.type_name,
+        holder_masked=copy.holder_masked,
+        issuer=certificates_pb2.Issuer(department=copy.issuer_department, uscc=copy.issuer_uscc),
+        user_organization=copy.user_organization,
+        user_system=copy.user_system,
+        case_id=copy.case_id,
+        use_cause=copy.use_cause,
+        stamp_text=copy.stamp_text,
+    )
+    _set_time(message.issued_at, copy.issued_at)
+    _set_time(message.valid_from, copy.valid_from)
+    _set_time(message.valid_until, copy.valid_until)
     return message
 
 
@@ -258,6 +283,70 @@ class CertificateServicer(certificates_pb2_grpc.CertificateServiceServicer):
             lifecycle.reinstate, request.certificate_id, request.reason, current_caller()
         )
         return certificates_pb2.ReinstateResponse(certificate=stored_to_proto(stored))
+
+    async def RenderDocument(
+        self, request: certificates_pb2.RenderDocumentRequest, context: Context
+    ) -> certificates_pb2.RenderDocumentResponse:
+        caller = current_caller()
+        use = self.hub.certificates.use
+        pdf, stored = await asyncio.to_thread(
+            use.render_certificate, request.certificate_id, caller, self.hub.policy.grant(caller)
+        )
+        return certificates_pb2.RenderDocumentResponse(pdf=pdf, file_name=f"{stored.id}.pdf")
+
+    async def IssueUsageCopy(
+        self, request: certificates_pb2.IssueUsageCopyRequest, context: Context
+    ) -> certificates_pb2.IssueUsageCopyResponse:
+        caller = current_caller()
+        use = self.hub.certificates.use
+        asked = UsageCopyRequest(
+            certificate_id=request.certificate_id,
+            case_id=request.case_id,
+            use_cause=request.use_cause,
+            validity_days=request.validity_days,
+        )
+        issued = await asyncio.to_thread(
+            use.issue_usage_copy, asked, caller, self.hub.policy.grant(caller)
+        )
+        answer = certificates_pb2.IssueUsageCopyResponse(
+            usage_copy=usage_copy_to_proto(issued.usage_copy),
+            token=issued.token,
+            certificate_token=issued.certificate.token,
+        )
+        if request.include_pdf:
+            answer.pdf = await asyncio.to_thread(use.render_usage_copy, issued)
+            answer.file_name = f"{issued.usage_copy.usage_copy_id}.pdf"
+        return answer
+
+    async def QueryByHolder(
+        self, request: certificates_pb2.QueryByHolderRequest, context: Context
+    ) -> certificates_pb2.QueryByHolderResponse:
+        holder = holder_from_national(request.holder_code, request.holder_type_code)
+        if request.page_size < 0:
+            raise InvalidRequest("page_size", "must not be negative")
+        caller = current_caller()
+        search = HolderSearch(
+            holder=holder,
+            use_cause=request.use_cause,
+            case_id=request.case_id,
+            type_code=request.type_code or None,
+            limit=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+            after=decode_page_token(request.page_token),
+        )
+        use = self.hub.certificates.use
+        page = await asyncio.to_thread(use.by_holder, search, caller, self.hub.policy.grant(caller))
+        found = []
+        for stored in page.certificates:
+            # Neither token nor data fields: the hall obtains them as a usage copy.
+            message = stored_to_proto(stored)
+            message.ClearField("token")
+            message.ClearField("fields")
+            found.append(message)
+        last = page.last_scanned
+        return certificates_pb2.QueryByHolderResponse(
+            certificates=found,
+            next_page_token=encode_page_token(last) if last is not None else "",
+        )
 
     async def _audit_read(self, action: str, holder: SubjectKey, **detail: Any) -> None:
         audit = self.hub.audit

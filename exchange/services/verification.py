@@ -27,6 +27,7 @@ from domain.subjects import parse_key
 from exchange.auth.identity import current_caller
 from exchange.certificates.library import CertificateLibrary
 from exchange.certificates.publisher import PublishedTrust
+from exchange.certificates.usage import OnlineCopyVerdict
 from exchange.certificates.verification import (
     OnlineVerdict,
     OnlineVerifier,
@@ -35,12 +36,14 @@ from exchange.certificates.verification import (
     check_presented,
     needs_explaining,
     token_of,
+    usage_copy_of,
 )
 from exchange.generated import verification_pb2, verification_pb2_grpc
 from exchange.hub import Hub
 from exchange.metrics import CERTIFICATES_VERIFIED
-from exchange.services.certificates import certificate_to_proto
+from exchange.services.certificates import certificate_to_proto, usage_copy_to_proto
 from signing import CheckName, Verdict
+from signing.usage_copy import CopyCheckName
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -50,6 +53,9 @@ STREAM_READ_AHEAD = 64
 STREAM_BATCH = 32
 STREAM_BATCHES = 2
 _CHECKS = {name: verification_pb2.CheckName.Value(f"CHECK_NAME_{name.value}") for name in CheckName}
+_COPY_CHECKS = {
+    name: verification_pb2.CheckName.Value(f"CHECK_NAME_{name.value}") for name in CopyCheckName
+}
 
 
 def verdict_to_proto(result: OnlineVerdict) -> verification_pb2.Verdict:
@@ -66,6 +72,25 @@ def verdict_to_proto(result: OnlineVerdict) -> verification_pb2.Verdict:
         else:
             message.certificate.CopyFrom(certificate_to_proto(verdict.certificate))
     message.verified_at.seconds = int(result.verified_at.timestamp())
+    return message
+
+
+def copy_verdict_to_proto(result: OnlineCopyVerdict) -> verification_pb2.Verdict:
+    """A usage copy's verdict: the copy's checks and statement, the certificate's checks."""
+    verdict = result.verdict
+    if verdict.certificate is not None:
+        message = verdict_to_proto(
+            OnlineVerdict(verdict.certificate, result.stored, result.verified_at)
+        )
+    else:
+        message = verification_pb2.Verdict()
+        message.verified_at.seconds = int(result.verified_at.timestamp())
+    message.valid = verdict.valid
+    add = message.usage_copy_checks.add
+    for check in verdict.checks:
+        add(check=_COPY_CHECKS[check.name], passed=check.passed, reason=check.reason)
+    if verdict.usage_copy is not None:
+        message.usage_copy.CopyFrom(usage_copy_to_proto(verdict.usage_copy))
     return message
 
 
@@ -133,6 +158,8 @@ def _answer_batch(
         correlation_id = request.correlation_id
         try:
             presented = presented_from(request)
+            if usage_copy_of(presented) is not None:
+                raise InvalidRequest("token", "is a usage copy: verify usage copies with Verify")
             token = token_of(presented)
             stored = None
             if token is None:
@@ -158,7 +185,9 @@ def presented_from(request: Any) -> Presented:
     """
     which = request.WhichOneof("presented")
     if which is None:
-        raise InvalidRequest("presented", "send one of certificate_id, token or qr_text")
+        raise InvalidRequest(
+            "presented", "send one of certificate_id, token, qr_text or usage_copy"
+        )
     presented = Presented(PresentedKind(which), getattr(request, which))
     check_presented(presented)
     return presented
@@ -173,7 +202,14 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
     async def Verify(
         self, request: verification_pb2.VerifyRequest, context: Context
     ) -> verification_pb2.VerifyResponse:
-        result = await self.verify(presented_from(request))
+        presented = presented_from(request)
+        copy = usage_copy_of(presented)
+        if copy is not None:
+            copied = await self.verify_copy(copy, request.certificate_token or None)
+            return verification_pb2.VerifyResponse(verdict=copy_verdict_to_proto(copied))
+        if request.certificate_token:
+            raise InvalidRequest("certificate_token", "is sent only with a usage copy")
+        result = await self.verify(presented)
         return verification_pb2.VerifyResponse(verdict=verdict_to_proto(result))
 
     async def VerifyStream(
@@ -241,6 +277,29 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         result = await self._verify(presented)
         CERTIFICATES_VERIFIED.labels(valid=str(result.verdict.valid).lower()).inc()
         return result
+
+    async def verify_copy(self, token: str, certificate_token: str | None) -> OnlineCopyVerdict:
+        """Verify a usage copy online and count the outcome; when the certificate came
+        from the store, its holder is told who looked (as for a lookup by id).
+
+        Raises:
+            FailedPrecondition: the hub has no root key.
+            StoreError: the database failed.
+        """
+        trust = await self._trust()
+        use = self.hub.certificates.use
+        result = await asyncio.to_thread(use.verify_usage_copy, token, certificate_token, trust)
+        CERTIFICATES_VERIFIED.labels(valid=str(result.verdict.valid).lower()).inc()
+        if result.stored is not None and certificate_token is None:
+            await self._audit_lookup(result.stored, result.verdict.valid)
+        return result
+
+    async def verify_any(self, presented: Presented) -> OnlineVerdict | OnlineCopyVerdict:
+        """`verify_copy` for a usage copy, else `verify`."""
+        copy = usage_copy_of(presented)
+        if copy is not None:
+            return await self.verify_copy(copy, None)
+        return await self.verify(presented)
 
     async def _verify(self, presented: Presented) -> OnlineVerdict:
         """Verify what was presented, online.
