@@ -134,6 +134,7 @@ class Grant:
         for name in self.withheld_fields.get(record_type, ()):
             kept.pop(name, None)
         return kept
+
     def may_use_certificates_of(self, type_code: str) -> bool:
         """True when the policy lets the caller use certificates of `type_code`."""
         return self.unrestricted or bool({ALL, type_code} & self.certificate_types)
