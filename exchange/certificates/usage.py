@@ -31,6 +31,7 @@ from domain.errors import (
     NotFound,
     PermissionDenied,
     TongbanError,
+    Unauthenticated,
 )
 from domain.subjects import SubjectKey, parse_key
 from exchange.audit import AuditTrail
@@ -184,6 +185,7 @@ class CertificateUse:
         """Sign a usage copy of a certificate for the caller's case and cause; audit it.
 
         Raises:
+            Unauthenticated: the caller is anonymous (a copy must name its user).
             InvalidRequest: the id is malformed, the case id or use cause is missing or
                 too long, or `validity_days` is negative or beyond the type's.
             NotFound: no such certificate.
@@ -193,6 +195,11 @@ class CertificateUse:
                 superseded, expired or not yet valid), or the hub has no root key.
             StoreError: the database failed.
         """
+        if not caller.organization:
+            raise Unauthenticated(
+                "a usage copy names the organization that uses it: call with a client "
+                "certificate (or, in dev mode, a dev token)"
+            )
         case_id = _required_text(request.case_id, "case_id", MAX_CASE_ID_CHARS)
         use_cause = _required_text(request.use_cause, "use_cause", MAX_USE_CAUSE_CHARS)
         if request.validity_days < 0:

@@ -414,6 +414,16 @@ async def test_usage_copy_pdf_is_stamped_on_every_page_and_its_qr_opens_the_page
     assert "加注件有效" in page_text
     assert copy.stamp_text in page_text
     assert "南京通办科技有限公司" in page_text
+    async with httpx.AsyncClient() as client:
+        forged = await client.get(f"{world.public_url}/u/{_tamper(answer.token)}")
+        garbage = await client.get(f"{world.public_url}/u/abc.def.ghi")
+        huge = await client.get(f"{world.public_url}/u/{'A' * 30_000}.b.c")
+    assert forged.status_code == 200
+    assert "加注件无效" in forged.text
+    assert "claimed, not verified" in forged.text
+    assert garbage.status_code == 200
+    assert "加注件无效" in garbage.text
+    assert huge.status_code in (400, 413, 414), "refused, never a server error"
 
     trust = tmp_path / "trust"
     hall = world.token_for(HALL, "window-1")
@@ -576,6 +586,8 @@ async def test_usage_copies_are_refused_with_the_right_codes(world: World) -> No
     error = await rpc_error(stub.IssueUsageCopy(ask(), metadata=world.stranger))
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
     assert LICENCE in (error.details() or "")
+    error = await rpc_error(stub.IssueUsageCopy(ask()))
+    assert error.code() is grpc.StatusCode.UNAUTHENTICATED, "a copy must name its user"
     error = await rpc_error(stub.IssueUsageCopy(ask(use_cause=""), metadata=world.hall))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert bad_field(error) == "use_cause"
