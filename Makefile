@@ -40,6 +40,8 @@ proto: $(STAMP)
 
 ## bench: benchmarks, each a ratio against a baseline measured in the same run
 bench: $(STAMP)
+	@command -v h2load >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq nghttp2-client) || echo "h2load unavailable: its benchmarks skip"
 	$(PY) -m bench
 
 clean:
