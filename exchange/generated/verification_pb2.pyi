@@ -206,11 +206,16 @@ class VerifyStreamRequest(_message.Message):
     CERTIFICATE_ID_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
     QR_TEXT_FIELD_NUMBER: _builtins.int
+    USAGE_COPY_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_TOKEN_FIELD_NUMBER: _builtins.int
     correlation_id: _builtins.str
     """Echoed in the matching response."""
     certificate_id: _builtins.str
     token: _builtins.str
     qr_text: _builtins.str
+    usage_copy: _builtins.str
+    certificate_token: _builtins.str
+    """For a usage copy: the certificate token it names. Empty: the hub uses its own."""
     def __init__(
         self,
         *,
@@ -218,12 +223,14 @@ class VerifyStreamRequest(_message.Message):
         certificate_id: _builtins.str = ...,
         token: _builtins.str = ...,
         qr_text: _builtins.str = ...,
+        usage_copy: _builtins.str = ...,
+        certificate_token: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate_id", b"certificate_id", "presented", b"presented", "qr_text", b"qr_text", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate_id", b"certificate_id", "presented", b"presented", "qr_text", b"qr_text", "token", b"token", "usage_copy", b"usage_copy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_id", b"certificate_id", "correlation_id", b"correlation_id", "presented", b"presented", "qr_text", b"qr_text", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_id", b"certificate_id", "certificate_token", b"certificate_token", "correlation_id", b"correlation_id", "presented", b"presented", "qr_text", b"qr_text", "token", b"token", "usage_copy", b"usage_copy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_presented: _TypeAlias = _typing.Literal["certificate_id", "token", "qr_text"]  # noqa: Y015
+    _WhichOneofReturnType_presented: _TypeAlias = _typing.Literal["certificate_id", "token", "qr_text", "usage_copy"]  # noqa: Y015
     _WhichOneofArgType_presented: _TypeAlias = _typing.Literal["presented", b"presented"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_presented) -> _WhichOneofReturnType_presented | None: ...
 

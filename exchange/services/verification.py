@@ -158,8 +158,17 @@ def _answer_batch(
         correlation_id = request.correlation_id
         try:
             presented = presented_from(request)
-            if usage_copy_of(presented) is not None:
-                raise InvalidRequest("token", "is a usage copy: verify usage copies with Verify")
+            copy = usage_copy_of(presented)
+            if copy is not None:
+                given = request.certificate_token or None
+                copied = library.use.verify_usage_copy(copy, given, trust)
+                response = verification_pb2.VerifyStreamResponse(
+                    correlation_id=correlation_id, verdict=copy_verdict_to_proto(copied)
+                )
+                answers.append(_StreamAnswer(response, copied.stored if given is None else None))
+                continue
+            if request.certificate_token:
+                raise InvalidRequest("certificate_token", "is sent only with a usage copy")
             token = token_of(presented)
             stored = None
             if token is None:

@@ -686,3 +686,29 @@ async def test_holder_query_in_the_national_terms_then_a_usage_copy(world: World
 
     answer = await _copy(world, listed.id)
     assert answer.usage_copy.certificate_id == kept.id
+
+
+async def test_verify_stream_takes_usage_copies_beside_certificates(world: World) -> None:
+    issued = await _issue(world)
+    answer = await _copy(world, issued.id)
+
+    async def requests() -> AsyncIterator[verification_pb2.VerifyStreamRequest]:
+        yield verification_pb2.VerifyStreamRequest(correlation_id="copy", usage_copy=answer.token)
+        yield verification_pb2.VerifyStreamRequest(correlation_id="cert", token=issued.token)
+        yield verification_pb2.VerifyStreamRequest(
+            correlation_id="forged", usage_copy=_tamper(answer.token)
+        )
+        yield verification_pb2.VerifyStreamRequest(
+            correlation_id="mixed", token=issued.token, certificate_token=issued.token
+        )
+
+    seen = {}
+    async for item in verification(world.channel).VerifyStream(requests()):
+        seen[item.correlation_id] = item
+    assert seen["copy"].verdict.valid
+    assert seen["copy"].verdict.usage_copy.use_cause == CAUSE
+    assert len(seen["copy"].verdict.usage_copy_checks) == 4
+    assert seen["cert"].verdict.valid
+    assert not seen["cert"].verdict.HasField("usage_copy")
+    assert not seen["forged"].verdict.valid
+    assert "certificate_token" in seen["mixed"].error
