@@ -16,8 +16,9 @@ import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+import structlog
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -30,6 +31,26 @@ from adapters.resilience import CircuitBreaker, CircuitState, RetryPolicy
 from domain.errors import AdapterError, AdapterTimeout, TongbanError
 from domain.records import Purpose, SourceRecord
 from domain.subjects import KeyKind, SubjectKey
+
+log = structlog.get_logger("tongban.adapters")
+
+
+class ConnectGuard(Protocol):
+    """Decides where a run-time registered adapter may connect, at connect time.
+
+    The hub hands one to the adapters it did not configure itself, so a host name that
+    resolves to a forbidden address later (DNS rebinding) is still refused.
+    """
+
+    def permit(self, host: str, port: int) -> str:
+        """Resolve `host` and return the one address to connect to.
+
+        Raises `AdapterError` when no resolved address may be reached.
+        """
+        ...
+
+
+CONCEALED = "the source failed; the hub's log has the details"
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,10 @@ class AdapterSpec:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     failure_threshold: int = 5
     cooldown: float = 30.0
+    # Run-time registrations: where they may connect, and errors told to callers only
+    # as a status and a generic reason (no port-scanner or file-existence oracle).
+    guard: ConnectGuard | None = None
+    conceal_errors: bool = False
 
     def serves_record(self, record_type: str, key_kind: KeyKind) -> bool:
         """True when this adapter can be asked for `record_type` by a `key_kind` key."""
@@ -174,12 +199,23 @@ class Adapter(abc.ABC):
                 answer = await self._retry(subject, record_types, purpose, expires, exc)
         except AdapterError as exc:
             self.breaker.record_failure()
+            failure = self._concealed(exc)
             self.health.last_error_at = datetime.now(UTC)
-            self.health.last_error = exc.message
-            raise
+            self.health.last_error = failure.message
+            if failure is exc:
+                raise
+            raise failure from exc
         self.breaker.record_success()
         self.health.last_success_at = datetime.now(UTC)
         return self._checked(answer, subject, record_types)
+
+    def _concealed(self, exc: AdapterError) -> AdapterError:
+        """`exc` as a caller may see it: for a concealing adapter, a generic reason
+        (the real one goes to the hub's log); timeouts keep their plain message."""
+        if not self.spec.conceal_errors or isinstance(exc, AdapterTimeout):
+            return exc
+        log.warning("registered adapter failed", adapter=self.adapter_id, error=exc.message)
+        return AdapterError(self.adapter_id, CONCEALED, retryable=exc.retryable)
 
     async def _retry(
         self,

@@ -20,6 +20,7 @@ timeout, instead of failing at once on a channel that is between two attempts.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -107,6 +108,12 @@ class GrpcOptions(OptionsModel):
         return value
 
 
+def _host_port(target: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` of a validated target."""
+    host, _, port = target.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 class GrpcAdapter(Adapter):
     """Calls a department's `tongban.v1.DepartmentAdapter` service over gRPC."""
 
@@ -120,6 +127,18 @@ class GrpcAdapter(Adapter):
         self.options = options
         self._channel: grpc.aio.Channel | None = None
         self._stub: adapters_pb2_grpc.DepartmentAdapterAsyncStub | None = None
+        self._pinned: tuple[str, tuple[tuple[str, str], ...]] | None = None
+
+    async def _pin(self) -> None:
+        """With a connect guard: resolve the target once, check it, and dial that address
+        only (so a later DNS answer cannot move the channel). Raises `AdapterError`."""
+        guard = self.spec.guard
+        if guard is None or self._pinned is not None:
+            return
+        host, port = _host_port(self.options.target)
+        address = await asyncio.to_thread(guard.permit, host, port)
+        dial = f"ipv6:[{address}]:{port}" if ":" in address else f"ipv4:{address}:{port}"
+        self._pinned = (dial, (("grpc.default_authority", self.options.target),))
 
     @property
     def stub(self) -> adapters_pb2_grpc.DepartmentAdapterAsyncStub:
@@ -129,20 +148,21 @@ class GrpcAdapter(Adapter):
         """
         if self._stub is None:
             tls = self.options.tls
+            target, options = self._pinned or (self.options.target, ())
             if tls is None:
                 self._channel = grpc.aio.insecure_channel(
-                    self.options.target, options=_RECONNECT_OPTIONS
+                    target, options=(*_RECONNECT_OPTIONS, *options)
                 )
             else:
                 try:
                     credentials = tls.credentials()
                 except OSError as exc:
                     raise AdapterError(self.adapter_id, f"TLS files: {exc}") from exc
-                override = (
-                    (("grpc.ssl_target_name_override", tls.server_name),) if tls.server_name else ()
-                )
+                host = _host_port(self.options.target)[0]
+                name = tls.server_name or (host if self._pinned else None)
+                override = (("grpc.ssl_target_name_override", name),) if name else ()
                 self._channel = grpc.aio.secure_channel(
-                    self.options.target, credentials, options=(*_RECONNECT_OPTIONS, *override)
+                    target, credentials, options=(*_RECONNECT_OPTIONS, *options, *override)
                 )
             self._stub = adapters_pb2_grpc.DepartmentAdapterStub(self._channel)
         assert self._stub is not None
@@ -159,6 +179,7 @@ class GrpcAdapter(Adapter):
         # A half-open probe decides whether the circuit closes: let it wait for the
         # channel's next connection attempt rather than fail between two attempts.
         probing = self.breaker.state is CircuitState.HALF_OPEN
+        await self._pin()
         try:
             response = await self.stub.Fetch(
                 request, timeout=self.spec.timeout, wait_for_ready=probing
@@ -184,6 +205,7 @@ class GrpcAdapter(Adapter):
 
     async def _changes(self, cursor: str | None, batch_size: int) -> AsyncIterator[ChangeBatch]:
         request = adapters_pb2.ChangesRequest(cursor=cursor or "", batch_size=max(1, batch_size))
+        await self._pin()
         try:
             async for response in self.stub.Changes(request):
                 yield ChangeBatch(

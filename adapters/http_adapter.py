@@ -17,16 +17,27 @@ authorization header's value comes from the options (the entry point fills it).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import string
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final, Literal, Self
 
+import httpcore
 import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from adapters.base import Adapter, AdapterSpec, Change, ChangeBatch, ChangeKind, Rejection
+from adapters.base import (
+    Adapter,
+    AdapterSpec,
+    Change,
+    ChangeBatch,
+    ChangeKind,
+    ConnectGuard,
+    Rejection,
+)
 from adapters.mapping import AdapterOptions, OptionsModel, parse_options, record_matches
 from domain.errors import AdapterError, AdapterTimeout
 from domain.records import Purpose, SourceRecord
@@ -39,10 +50,37 @@ _RETRYABLE_STATUS: Final = frozenset({429, 502, 503, 504})
 
 
 def _placeholders(template: str) -> set[str]:
+    """The placeholder names in `template`; only bare ``{name}`` ones are allowed.
+
+    A format spec or conversion (``{key:>100000000}``, ``{key!r}``) would let a
+    registration make the hub build huge strings on every lookup (issue 17 §5).
+    """
     try:
-        return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise ValueError(f"not a template: {exc}") from exc
+    names = set()
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if spec or conversion:
+            raise ValueError(
+                "placeholders take no format spec or conversion: write {key} or {key_kind}"
+            )
+        names.add(name)
+    return names
+
+
+# RFC 9110 §5.1: a field name is a token; §5.5: a value has no CR, LF or NUL.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+_HEADER_VALUE_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_header(name: str, value: str, what: str) -> None:
+    if not _HEADER_NAME.match(name):
+        raise ValueError(f"{what} {name[:60]!r} is not an HTTP header name (RFC 9110 token)")
+    if _HEADER_VALUE_FORBIDDEN.search(value):
+        raise ValueError(f"{what} {name!r}: the value must not contain CR, LF or other controls")
 
 
 def _check_template(template: str) -> str:
@@ -143,11 +181,59 @@ class HttpOptions(AdapterOptions):
     def _auth_complete(self) -> Self:
         if (self.auth_header is None) != (self.auth_token is None):
             raise ValueError("set auth_header and auth_token together")
+        for name, value in self.headers.items():
+            _check_header(name, value, "header")
+        if self.auth_header is not None and self.auth_token is not None:
+            _check_header(self.auth_header, self.auth_token.get_secret_value(), "auth_header")
         if self.auth_header is not None and self.auth_header.lower() in {
             name.lower() for name in self.headers
         }:
             raise ValueError(f"header {self.auth_header!r} is set in both headers and auth_header")
         return self
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Connects only where the guard permits, to the address it checked (no second
+    resolution between the check and the connection: DNS rebinding gains nothing)."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend, guard: ConnectGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            address = await asyncio.to_thread(self._guard.permit, host, port)
+        except AdapterError as exc:
+            # httpx turns this into ConnectError; the adapter's message stays generic.
+            raise httpcore.ConnectError(exc.message) from exc
+        return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not reachable from a registered adapter")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _transport(guard: ConnectGuard | None) -> httpx.AsyncHTTPTransport | None:
+    if guard is None:
+        return None
+    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    pool = transport._pool  # httpx 0.28 offers no public hook for the network backend
+    pool._network_backend = _GuardedBackend(pool._network_backend, guard)
+    return transport
 
 
 class HttpAdapter(Adapter):
@@ -176,6 +262,7 @@ class HttpAdapter(Adapter):
                 timeout=self.spec.timeout,
                 trust_env=False,
                 follow_redirects=False,
+                transport=_transport(self.spec.guard),
             )
         return self._client
 

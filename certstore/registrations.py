@@ -3,6 +3,10 @@
 A registration stores the adapter's declaration as a JSON document in the shape of
 the configuration file's ``[[adapters]]`` entries, with where it came from (the
 configuration or a run-time `AdapterRegistry.Register`) and its heartbeat times.
+
+With a `FieldCipher` the declaration's ``options`` (where tokens, passwords and URLs
+with credentials live) are sealed at rest like cached record fields, bound to the
+adapter id; rows stored in clear or under an older key are re-sealed by `reseal()`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from certstore.database import Database, insert_for
+from certstore.field_cipher import FieldCipher
 from certstore.models import AdapterRegistrationRow
 from domain.errors import NotFound
 
@@ -34,10 +39,19 @@ class Registration:
     last_heartbeat_at: datetime | None = None
 
 
-def _to_registration(row: AdapterRegistrationRow) -> Registration:
+def registration_context(adapter_id: str) -> bytes:
+    """The additional authenticated data that binds sealed options to their adapter."""
+    return b"adapter-registration\x1f" + adapter_id.encode()
+
+
+def _to_registration(row: AdapterRegistrationRow, cipher: FieldCipher | None) -> Registration:
+    declaration = dict(row.spec)
+    options = declaration.get("options")
+    if cipher is not None and isinstance(options, Mapping):
+        declaration["options"] = cipher.open(options, registration_context(row.adapter_id))
     return Registration(
         adapter_id=row.adapter_id,
-        declaration=dict(row.spec),
+        declaration=declaration,
         origin=row.origin,
         registered_at=row.registered_at,
         updated_at=row.updated_at,
@@ -48,8 +62,35 @@ def _to_registration(row: AdapterRegistrationRow) -> Registration:
 class RegistrationRepository:
     """Stores and lists adapter registrations. Safe to share between threads."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, cipher: FieldCipher | None = None) -> None:
         self._database = database
+        self._cipher = cipher
+
+    def _stored(self, adapter_id: str, declaration: Mapping[str, Any]) -> dict[str, Any]:
+        """`declaration` as it is written: options sealed when a cipher is configured."""
+        stored = dict(declaration)
+        options = stored.get("options")
+        if self._cipher is not None and isinstance(options, Mapping):
+            stored["options"] = self._cipher.seal(options, registration_context(adapter_id))
+        return stored
+
+    def _row(self, row: AdapterRegistrationRow) -> Registration:
+        return _to_registration(row, self._cipher)
+
+    def reseal(self) -> int:
+        """Seal options stored in clear or under an older key; returns how many rows."""
+        if self._cipher is None:
+            return 0
+        changed = 0
+        with self._database.transaction() as session:
+            for row in session.scalars(sa.select(AdapterRegistrationRow)):
+                options = row.spec.get("options")
+                if isinstance(options, Mapping) and not self._cipher.is_current(options):
+                    row.spec = self._stored(
+                        row.adapter_id, _to_registration(row, self._cipher).declaration
+                    )
+                    changed += 1
+        return changed
 
     def list(self) -> list[Registration]:
         """Every registration, ordered by adapter id. Raises `StoreError`."""
@@ -57,7 +98,7 @@ class RegistrationRepository:
             rows = session.scalars(
                 sa.select(AdapterRegistrationRow).order_by(AdapterRegistrationRow.adapter_id)
             )
-            return [_to_registration(row) for row in rows]
+            return [self._row(row) for row in rows]
 
     def get(self, adapter_id: str) -> Registration:
         """Raises `NotFound` when no adapter has this id, `StoreError` on failure."""
@@ -65,7 +106,7 @@ class RegistrationRepository:
             row = session.get(AdapterRegistrationRow, adapter_id)
             if row is None:
                 raise NotFound(f"no adapter {adapter_id!r} is registered")
-            return _to_registration(row)
+            return self._row(row)
 
     def put(
         self, adapter_id: str, declaration: Mapping[str, Any], origin: str, now: datetime
@@ -74,7 +115,7 @@ class RegistrationRepository:
         with self._database.transaction() as session:
             insert = insert_for(session, AdapterRegistrationRow).values(
                 adapter_id=adapter_id,
-                spec=dict(declaration),
+                spec=self._stored(adapter_id, declaration),
                 origin=origin,
                 registered_at=now,
                 updated_at=now,
@@ -91,7 +132,7 @@ class RegistrationRepository:
             )
             row = session.get(AdapterRegistrationRow, adapter_id, populate_existing=True)
             assert row is not None
-            return _to_registration(row)
+            return self._row(row)
 
     def sync_config(self, declarations: Sequence[Mapping[str, Any]], now: datetime) -> None:
         """Make the stored configuration-origin registrations equal `declarations`.
@@ -129,4 +170,4 @@ class RegistrationRepository:
                 raise NotFound(f"no adapter {adapter_id!r} is registered")
             row.last_heartbeat_at = now
             session.flush()
-            return _to_registration(row)
+            return self._row(row)

@@ -84,6 +84,10 @@ class StoreError(TongbanError):
     """The store (database) failed or is unreachable. Maps to UNAVAILABLE."""
 
 
+class Unavailable(TongbanError):
+    """A check the hub must make cannot be made right now (fail closed). UNAVAILABLE."""
+
+
 class ConfigError(TongbanError):
     """A configuration value is missing or invalid. `setting` names it."""
 

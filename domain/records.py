@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -93,6 +93,19 @@ class StoredRecord:
             content_hash=content_hash(fields),
             related_subjects=tuple(record.related_subjects),
         )
+
+    def disclosed(self, fields: Mapping[str, JsonValue]) -> StoredRecord:
+        """This record as one caller receives it: only `fields`, hashed over those alone.
+
+        The one rule for every content hash that leaves the hub (answers, receipts):
+        it covers exactly the fields the receiver was given, so a hash can never be
+        used to guess a field that minimization removed (issue 17 §1). With every
+        field disclosed it equals the stored hash.
+        """
+        shown = dict(fields)
+        if shown == dict(self.fields):
+            return self
+        return replace(self, fields=shown, content_hash=content_hash(shown))
 
 
 def canonical_json(value: Any) -> bytes:

@@ -8,6 +8,7 @@ router reports it without calling it until the next heartbeat.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,8 @@ from certstore.registrations import (
     Registration,
     RegistrationRepository,
 )
-from domain.errors import FailedPrecondition, InvalidRequest, PermissionDenied, TongbanError
+from domain.errors import InvalidRequest, NotFound, PermissionDenied, TongbanError
+from exchange.egress import RegistrationRules
 from exchange.settings import AdapterSettings, Settings
 from exchange.sharing.catalogue import SharingCatalogue
 
@@ -50,6 +52,7 @@ class AdapterCatalog:
         self._settings = settings
         self._sharing = sharing or SharingCatalogue(settings.record_types)
         self._registrations = registrations
+        self.rules = RegistrationRules(settings)
         self._configured: dict[str, Adapter] = {}
         self._registered: dict[str, Adapter] = {}
         self._known: dict[str, Registration] = {}
@@ -70,8 +73,10 @@ class AdapterCatalog:
     def load(self, configured: list[Adapter] | None = None) -> None:
         """Build the configured adapters (or take `configured`) and the stored ones.
 
-        Raises `ConfigError` when a configured adapter cannot be built.
+        Raises `ConfigError` when a configured adapter cannot be built or reads the
+        hub's own store.
         """
+        self.rules.check_configured(self._settings.adapters)
         if configured is None:
             configured = [
                 build_adapter(adapter, f"adapters[{i}]")
@@ -88,6 +93,7 @@ class AdapterCatalog:
             ],
             _utcnow(),
         )
+        self._registrations.reseal()
         self.refresh()
 
     def refresh(self) -> list[Adapter]:
@@ -110,17 +116,23 @@ class AdapterCatalog:
                     continue
                 retired.append(self._registered.pop(adapter_id))
             try:
-                self._registered[adapter_id] = self._build(registration.declaration)
+                adapter = self._build(registration.declaration, registered=True)
+                self.rules.check_targets(registration.declaration)
             except TongbanError as exc:
                 log.error("stored adapter cannot be built", adapter=adapter_id, error=exc.message)
+                continue
+            self._registered[adapter_id] = adapter
         self._known = stored
         return retired
 
-    def _build(self, declaration: Mapping[str, Any]) -> Adapter:
+    def _build(self, declaration: Mapping[str, Any], *, registered: bool = False) -> Adapter:
         """Validate a declaration and build its adapter.
 
         Raises `InvalidRequest`, and `PermissionDenied` for a record type the adapter's
-        department neither owns nor is named a provider of in the sharing catalogue.
+        department neither owns nor is named a provider of in the sharing catalogue
+        and (for a `registered` one) for a kind the registration rules refuse. A
+        `registered` adapter connects only where the egress rules allow, checked at
+        every connection, and tells callers its failures only as a generic reason.
         """
         try:
             settings = AdapterSettings.model_validate(declaration)
@@ -138,21 +150,31 @@ class AdapterCatalog:
             problem = self._sharing.serving_problem(settings.department_uscc, binding.record_type)
             if problem is not None:
                 raise PermissionDenied(f"spec.serves[{position}].record_type: {problem}")
-        return build_from_spec(spec_from_settings(settings))
+        spec = spec_from_settings(settings)
+        if registered:
+            # The kind is checked before anything is built: a python plug-in is code.
+            self.rules.check_kind(declaration)
+            spec = dataclasses.replace(
+                spec, guard=self.rules.guard(settings.department_uscc), conceal_errors=True
+            )
+        return build_from_spec(spec)
 
     def register(self, declaration: Mapping[str, Any]) -> tuple[Adapter, list[Adapter]]:
         """Register or replace a run-time adapter; returns it and the adapters to close.
 
-        Raises `InvalidRequest` for an invalid declaration, `PermissionDenied` for a
-        record type its department may not serve, `FailedPrecondition` when the id
-        belongs to a configured adapter, and `StoreError`.
+        Raises `InvalidRequest` for an invalid declaration; `PermissionDenied` for a
+        record type its department may not serve, for a kind or target the
+        registration rules refuse (`exchange.egress`), for the id of a configured
+        adapter and for an id another department registered; `StoreError`.
         """
-        adapter = self._build(declaration)
+        adapter = self._build(declaration, registered=True)
         if adapter.adapter_id in self._configured:
-            raise FailedPrecondition(
-                f"adapter {adapter.adapter_id!r} is declared in the hub's configuration; "
-                "change it there"
+            raise PermissionDenied(
+                f"spec.adapter_id: adapter {adapter.adapter_id!r} is declared in the hub's "
+                "configuration; only the operator changes it there"
             )
+        self._check_id_owner(adapter.adapter_id, adapter.spec.department_uscc)
+        self.rules.check_targets(declaration)
         registration = self._registrations.put(
             adapter.adapter_id, declaration, ORIGIN_REGISTERED, _utcnow()
         )
@@ -162,14 +184,33 @@ class AdapterCatalog:
             self._known[adapter.adapter_id] = registration
         return adapter, [previous] if previous else []
 
+    def _check_id_owner(self, adapter_id: str, department_uscc: str) -> None:
+        """An adapter id belongs to the department that registered it first."""
+        try:
+            stored = self._registrations.get(adapter_id)
+        except NotFound:
+            return
+        if stored.origin != ORIGIN_REGISTERED:
+            raise PermissionDenied(
+                f"spec.adapter_id: adapter {adapter_id!r} is declared in the hub's "
+                "configuration; only the operator changes it there"
+            )
+        owner = str(stored.declaration.get("department_uscc", ""))
+        if owner != department_uscc:
+            raise PermissionDenied(
+                f"spec.adapter_id: adapter {adapter_id!r} belongs to another department; "
+                "choose another id"
+            )
+
     def deregister(self, adapter_id: str) -> Adapter | None:
         """Remove a run-time registration; returns the adapter to close, if it was live.
 
-        Raises `NotFound` and `FailedPrecondition` (for a configured adapter).
+        Raises `NotFound`, and `PermissionDenied` for a configured adapter.
         """
         if adapter_id in self._configured:
-            raise FailedPrecondition(
-                f"adapter {adapter_id!r} is declared in the hub's configuration; remove it there"
+            raise PermissionDenied(
+                f"adapter_id: adapter {adapter_id!r} is declared in the hub's configuration; "
+                "only the operator removes it there"
             )
         self._registrations.delete(adapter_id)
         with self._lock:

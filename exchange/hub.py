@@ -65,14 +65,15 @@ class Hub:
         """
         database = open_store(settings)
         sharing = SharingCatalogue(settings.record_types)
-        catalog = AdapterCatalog(settings, RegistrationRepository(database), sharing)
+        cipher = _record_cipher(settings)
+        catalog = AdapterCatalog(settings, RegistrationRepository(database, cipher), sharing)
         catalog.load(list(adapters) if adapters is not None else None)
         log.info(
             "hub opened",
             database=database.engine.url.render_as_string(hide_password=True),
             adapters=[a.adapter_id for a in catalog.adapters],
         )
-        records = RecordRepository(database, _record_cipher(settings))
+        records = RecordRepository(database, cipher)
         security = settings.security
         secret = security.dev_token_secret
         audit = AuditTrail(AuditLog(database), _audit_subject_key(settings))
@@ -87,6 +88,7 @@ class Hub:
             CallerResolver(
                 production=settings.server.mode == "production",
                 crl_file=security.crl_file,
+                client_ca_file=security.client_ca_file,
                 dev_token_secret=secret.get_secret_value().encode() if secret else None,
                 dev_allow_anonymous=security.dev_allow_anonymous,
             ),

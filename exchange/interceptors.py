@@ -2,7 +2,8 @@
 
 It gives each call a request id (taken from ``x-request-id`` metadata when the caller
 sends a well-formed one), binds it to the log context, decodes the request itself so a
-malformed message is INVALID_ARGUMENT rather than INTERNAL, converts `TongbanError` to
+malformed message is INVALID_ARGUMENT rather than INTERNAL (and checks it against the
+wire rules of `exchange.services.wire_checks`), converts `TongbanError` to
 its gRPC status (`exchange.status.to_status`), and logs and measures the call.
 """
 
@@ -21,6 +22,7 @@ from google.protobuf.message import DecodeError
 from domain.errors import InvalidRequest, PermissionDenied, TongbanError
 from exchange.auth.gate import Gate
 from exchange.metrics import RPC_LATENCY
+from exchange.services.wire_checks import check_message
 from exchange.status import internal_status, status_code_for, to_status
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -48,9 +50,13 @@ def _decode(deserializer: Deserializer | None, raw: Any) -> Any:
     if deserializer is None:
         return raw
     try:
-        return deserializer(raw)
+        message = deserializer(raw)
     except DecodeError as exc:
         raise InvalidRequest("request", "not a well-formed protobuf message") from exc
+    # Control characters, non-finite numbers, out-of-range times: refused here for
+    # every method, before anything reaches a servicer, the store or the audit batch.
+    check_message(message)
+    return message
 
 
 class _Call:

@@ -151,6 +151,8 @@ class HubServer:
                 f"cannot listen on {listen}: the address is in use or not this host's",
             )
         self.listen = listen
+        # A registered adapter may not point back at this hub (issue 16 §1).
+        hub.catalog.rules.note_listener(listen, self.port)
         self._probe: asyncio.Task[None] | None = None
         self._last_tree_head = float("-inf")
         self.sync: SyncNode | None = None
@@ -197,6 +199,7 @@ class HubServer:
                 raise ConfigError(
                     "http.listen", f"cannot listen on {self.http_listen}: {exc.strerror or exc}"
                 ) from exc
+            self.hub.catalog.rules.note_listener(self.http_listen, http_port)
             log.info("http serving", listen=self.http_listen, port=http_port)
         await self.report_health()
         self._probe = asyncio.create_task(self._probe_forever())

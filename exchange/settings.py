@@ -103,6 +103,8 @@ class ExchangeSettings(_Section):
     batch_concurrency: int = Field(default=8, ge=1, le=256)
     # A record fetched again unchanged is re-written to the store at most this often.
     cache_refresh_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # The longest max_staleness a caller may ask for; longer is INVALID_ARGUMENT.
+    max_staleness_seconds: float = Field(default=366 * 86400, gt=0, le=10 * 366 * 86400)
 
 
 class SecuritySettings(_Section):
@@ -252,6 +254,72 @@ class AdapterSettings(_Section):
     @classmethod
     def _uscc_valid(cls, value: str) -> str:
         return _uscc_rule(value) if value else value
+
+
+NETWORK_KINDS: tuple[AdapterKindName, ...] = ("grpc", "http")
+
+
+class RegistrationDepartmentSettings(_Section):
+    """What one department may register at run time (`AdapterRegistry.Register`)."""
+
+    # The department's USCC, or "*" for every department (and dev-mode anonymous callers).
+    uscc: str
+    # Kinds beyond [registration].kinds this department may register: "sql", "file",
+    # "python" reach into the hub's own machine and are never allowed by default.
+    kinds: list[AdapterKindName] = Field(default_factory=list)
+    # Where its registered adapters may connect: "HOST[:PORTS]" with HOST a DNS name,
+    # "*.suffix", an IP address or a CIDR ("10.8.0.0/16", "[fd00::/8]:443"), PORTS one
+    # port, "LOW-HIGH" or "*" (the default). Loopback, link-local, unspecified and
+    # multicast addresses, and the hub's own listeners, match only an entry that names
+    # such an address itself ("127.0.0.1:7001", "127.0.0.0/8:7000-7100"), never a wider
+    # one ("0.0.0.0/0") or a host name; the hub's own ports need an entry naming the port.
+    egress: list[str] = Field(default_factory=list)
+
+    @field_validator("uscc")
+    @classmethod
+    def _uscc_or_any(cls, value: str) -> str:
+        if value == "*":
+            return value
+        try:
+            return parse_key(KeyKind.USCC, value).value
+        except InvalidKey as exc:
+            raise ValueError(exc.key_rule) from exc
+
+    @field_validator("egress")
+    @classmethod
+    def _egress_shape(cls, value: list[str]) -> list[str]:
+        from exchange.egress import parse_egress  # the rule's one home; no cycle at import
+
+        for entry in value:
+            parse_egress(entry)
+        return value
+
+
+class RegistrationSettings(_Section):
+    """Run-time adapter registration: kinds allowed and targets reachable (issue 16 §1)."""
+
+    # Kinds every department may register: network kinds only.
+    kinds: list[AdapterKindName] = Field(default_factory=lambda: list(NETWORK_KINDS))
+    departments: list[RegistrationDepartmentSettings] = Field(default_factory=list)
+
+    @field_validator("kinds")
+    @classmethod
+    def _network_only(cls, value: list[AdapterKindName]) -> list[AdapterKindName]:
+        local = sorted(set(value) - set(NETWORK_KINDS))
+        if local:
+            raise ValueError(
+                f"kind {local[0]!r} reaches into the hub's machine; allow it per department "
+                "in [[registration.departments]] kinds"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_entry_per_department(self) -> RegistrationSettings:
+        names = [d.uscc for d in self.departments]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"department {repeated[0]!r} is listed twice")
+        return self
 
 
 _SCHEDULE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -503,6 +571,7 @@ class Settings(BaseSettings):
     record_types: dict[str, RecordTypeSettings] = Field(default_factory=dict)
     access: AccessSettings = AccessSettings()
     adapters: list[AdapterSettings] = Field(default_factory=list)
+    registration: RegistrationSettings = RegistrationSettings()
     sync: SyncSettings = SyncSettings()
     signing: SigningSettings = SigningSettings()
     # E-certificate types by type code (the <type> of the GB/T 36904 identifier).

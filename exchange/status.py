@@ -22,6 +22,7 @@ from domain.errors import (
     StoreError,
     TongbanError,
     Unauthenticated,
+    Unavailable,
     Unimplemented,
     VerificationError,
 )
@@ -38,6 +39,7 @@ _CODES: tuple[tuple[type[TongbanError], grpc.StatusCode], ...] = (
     (Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
     (AdapterError, grpc.StatusCode.UNAVAILABLE),
     (StoreError, grpc.StatusCode.UNAVAILABLE),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
 

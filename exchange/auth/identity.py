@@ -30,8 +30,9 @@ from cryptography.x509.oid import NameOID
 
 from domain.errors import InvalidKey, Unauthenticated
 from domain.subjects import SubjectKey, parse_key
-from exchange.auth.ca import ROLE_PREFIX, SUBJECT_PREFIX, load_crl
+from exchange.auth.ca import ROLE_PREFIX, SUBJECT_PREFIX
 from exchange.auth.policy import Caller
+from exchange.auth.revocation import RevocationList
 
 ANONYMOUS_DEV = Caller(organization="", system="anonymous", anonymous_dev=True)
 _current: contextvars.ContextVar[Caller] = contextvars.ContextVar("tongban_caller")
@@ -145,13 +146,12 @@ class CallerResolver:
         *,
         production: bool,
         crl_file: Path | None = None,
+        client_ca_file: Path | None = None,
         dev_token_secret: bytes | None = None,
         dev_allow_anonymous: bool = True,
     ) -> None:
         self.production = production
-        self._crl_file = crl_file
-        self._crl_stamp: float | None = None
-        self._revoked: frozenset[int] = frozenset()
+        self.revocations = RevocationList(crl_file, client_ca_file)
         self._dev_secret = dev_token_secret
         self._dev_anonymous = dev_allow_anonymous
 
@@ -178,21 +178,8 @@ class CallerResolver:
             certificate = x509.load_pem_x509_certificate(pem)
         except ValueError as exc:
             raise Unauthenticated("the client certificate cannot be read") from exc
-        if certificate.serial_number in self._revoked_serials():
+        if certificate.serial_number in self.revocations.revoked():
             raise Unauthenticated("the client certificate has been revoked")
         if certificate.not_valid_after_utc < datetime.now(UTC):
             raise Unauthenticated("the client certificate has expired")
         return caller_from_certificate(certificate)
-
-    def _revoked_serials(self) -> frozenset[int]:
-        if self._crl_file is None:
-            return frozenset()
-        try:
-            stamp = self._crl_file.stat().st_mtime
-        except FileNotFoundError:
-            return frozenset()
-        if stamp != self._crl_stamp:
-            crl = load_crl(self._crl_file)
-            self._revoked = frozenset(e.serial_number for e in crl) if crl else frozenset()
-            self._crl_stamp = stamp
-        return self._revoked

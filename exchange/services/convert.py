@@ -45,11 +45,36 @@ def purpose_from_proto(message: common_pb2.Purpose, present: bool) -> Purpose:
     return Purpose.checked(message.case_id, message.reason)
 
 
-def duration_seconds(message: duration_pb2.Duration, field: str) -> float:
+def duration_seconds(
+    message: duration_pb2.Duration, field: str, *, at_most: float | None = None
+) -> float:
+    """A non-negative duration in seconds, at most `at_most`. Raises `InvalidRequest`."""
     seconds = message.seconds + message.nanos / 1e9
     if seconds < 0:
         raise InvalidRequest(field, "must not be negative")
+    if at_most is not None and seconds > at_most:
+        raise InvalidRequest(field, f"must be at most {at_most:g} seconds")
     return seconds
+
+
+# Sequence numbers are 63-bit integers in every store (SQLite INTEGER, PostgreSQL BIGINT).
+MAX_SEQUENCE = 2**63 - 1
+
+
+def sequence_token(token: str, field: str = "page_token") -> int:
+    """The sequence number in a page token this hub issued (0 for none).
+
+    Raises `InvalidRequest` naming `field` for anything else, including numbers no
+    store can hold (a 30-digit token once reached the database and failed there).
+    """
+    if not token:
+        return 0
+    if not (token.isascii() and token.isdigit() and len(token) <= 19):
+        raise InvalidRequest(field, "not a token this service issued")
+    value = int(token)
+    if value > MAX_SEQUENCE:
+        raise InvalidRequest(field, "not a token this service issued")
+    return value
 
 
 def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
@@ -88,12 +113,15 @@ def _jsonable(value: Any) -> Any:
 def record_to_proto(
     record: StoredRecord, *, stale: bool = False, fields: Mapping[str, Any] | None = None
 ) -> common_pb2.Record:
-    """`record` as protobuf; `fields` (the caller's minimized view) replace its fields."""
+    """`record` as protobuf; `fields` (the caller's minimized view) replace its fields,
+    and the content hash then covers those fields only (`StoredRecord.disclosed`)."""
+    if fields is not None:
+        record = record.disclosed(fields)
     return common_pb2.Record(
         record_type=record.record_type,
         subject=subject_to_proto(record.subject),
         related_subjects=[subject_to_proto(s) for s in record.related_subjects],
-        fields=struct(record.fields if fields is None else fields),
+        fields=struct(record.fields),
         provenance=common_pb2.Provenance(
             adapter_id=record.adapter_id,
             department=record.department,

@@ -48,7 +48,11 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         subject = convert.subject_from_proto(request.subject)
         purpose = convert.purpose_from_proto(request.purpose, request.HasField("purpose"))
         record_types = self._record_types(request.record_types)
-        staleness = convert.duration_seconds(request.max_staleness, "max_staleness")
+        staleness = convert.duration_seconds(
+            request.max_staleness,
+            "max_staleness",
+            at_most=self.hub.settings.exchange.max_staleness_seconds,
+        )
         return await self._lookup(
             subject, record_types, purpose, self._deadline(context), staleness
         )
@@ -65,7 +69,11 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
             raise InvalidRequest("max_concurrency", "must not be negative")
         purpose = convert.purpose_from_proto(request.purpose, request.HasField("purpose"))
         record_types = self._record_types(request.record_types)
-        staleness = convert.duration_seconds(request.max_staleness, "max_staleness")
+        staleness = convert.duration_seconds(
+            request.max_staleness,
+            "max_staleness",
+            at_most=self.hub.settings.exchange.max_staleness_seconds,
+        )
         deadline = self._deadline(context)
         slots = asyncio.Semaphore(
             request.max_concurrency or self.hub.settings.exchange.batch_concurrency

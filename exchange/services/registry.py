@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import grpc
@@ -10,10 +9,10 @@ import grpc
 from adapters.base import Adapter
 from adapters.resilience import CircuitState
 from certstore.registrations import ORIGIN_CONFIG
-from domain.errors import InvalidRequest, PermissionDenied
-from exchange.auth.identity import current_caller
+from domain.errors import InvalidRequest
 from exchange.generated import adapters_pb2, adapters_pb2_grpc, common_pb2
 from exchange.hub import Hub
+from exchange.registration import AdapterRegistrations
 from exchange.services import convert
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -117,27 +116,10 @@ def adapter_info(hub: Hub, adapter: Adapter) -> adapters_pb2.AdapterInfo:
     return info
 
 
-def _check_owner(department_uscc: str, action: str) -> None:
-    """Only the department that owns an adapter may change it. Raises `PermissionDenied`."""
-    caller = current_caller()
-    if caller.anonymous_dev or (department_uscc and caller.organization == department_uscc):
-        return
-    raise PermissionDenied(f"only the department that owns an adapter may {action} it")
-
-
 class AdapterRegistryServicer(adapters_pb2_grpc.AdapterRegistryServicer):
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-
-    def _check_registered_owner(self, adapter_id: str, action: str) -> None:
-        registration = self.hub.catalog.registration(adapter_id)
-        owner = str(registration.declaration.get("department_uscc", "")) if registration else ""
-        if registration is None:
-            # An unknown id is refused like someone else's: callers cannot probe what exists.
-            if not current_caller().anonymous_dev:
-                raise PermissionDenied(f"only the department that owns an adapter may {action} it")
-            return
-        _check_owner(owner, action)
+        self.registrations = AdapterRegistrations(hub)
 
     async def List(
         self, request: adapters_pb2.ListRequest, context: Context
@@ -156,9 +138,7 @@ class AdapterRegistryServicer(adapters_pb2_grpc.AdapterRegistryServicer):
         if not request.HasField("spec"):
             raise InvalidRequest("spec", "an adapter spec is required")
         declaration = declaration_from_proto(request.spec)
-        _check_owner(str(declaration["department_uscc"]), "register")
-        adapter, retired = await asyncio.to_thread(self.hub.catalog.register, declaration)
-        await self.hub.close_adapters(retired)
+        adapter = await self.registrations.register(declaration)
         return adapters_pb2.RegisterResponse(adapter=adapter_info(self.hub, adapter))
 
     async def Deregister(
@@ -166,9 +146,7 @@ class AdapterRegistryServicer(adapters_pb2_grpc.AdapterRegistryServicer):
     ) -> adapters_pb2.DeregisterResponse:
         if not request.adapter_id:
             raise InvalidRequest("adapter_id", "required")
-        self._check_registered_owner(request.adapter_id, "remove")
-        retired = await asyncio.to_thread(self.hub.catalog.deregister, request.adapter_id)
-        await self.hub.close_adapters([retired] if retired else [])
+        await self.registrations.deregister(request.adapter_id)
         return adapters_pb2.DeregisterResponse()
 
     async def Heartbeat(
@@ -176,8 +154,7 @@ class AdapterRegistryServicer(adapters_pb2_grpc.AdapterRegistryServicer):
     ) -> adapters_pb2.HeartbeatResponse:
         if not request.adapter_id:
             raise InvalidRequest("adapter_id", "required")
-        self._check_registered_owner(request.adapter_id, "send heartbeats for")
-        due = await asyncio.to_thread(self.hub.catalog.heartbeat, request.adapter_id)
+        due = await self.registrations.heartbeat(request.adapter_id)
         answer = adapters_pb2.HeartbeatResponse()
         if due is not None:
             answer.next_due_at.CopyFrom(convert.timestamp(due))

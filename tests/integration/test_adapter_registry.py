@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,6 +17,24 @@ from exchange.generated import (
     exchange_pb2_grpc,
 )
 from exchange.hub import Hub
+from exchange.settings import Settings, load_settings
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "tongban.example.toml"
+PSB = "11320100MB0000000J"
+# These tests register the demo's python plug-in at run time: the hub operator must say
+# so for the department (python is never registrable by default, issue 16 §1).
+ALLOW_PYTHON = {"departments": [{"uscc": PSB, "kinds": ["python"]}]}
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path) -> Settings:
+    return load_settings(
+        EXAMPLE_CONFIG,
+        data_dir=str(tmp_path),
+        registration=ALLOW_PYTHON,
+        **{"database.url": database_url},
+    )
+
 
 PURPOSE = common_pb2.Purpose(case_id="C-1", reason="registry test")
 PERSON = common_pb2.SubjectKey(kind=common_pb2.KEY_KIND_ID_CARD, value="11010519491231002X")
@@ -93,7 +112,7 @@ async def test_deregister_removes_only_run_time_registrations(hub_channel):
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.aio.AioRpcError) as configured:
         await registry.Deregister(adapters_pb2.DeregisterRequest(adapter_id="psb.population"))
-    assert configured.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert configured.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 INVALID = [
@@ -153,7 +172,8 @@ async def test_a_configured_id_cannot_be_taken_over(hub_channel):
     registry = adapters_pb2_grpc.AdapterRegistryStub(hub_channel)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await registry.Register(adapters_pb2.RegisterRequest(spec=spec("psb.population")))
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert raised.value.details().startswith("spec.adapter_id: ")
 
 
 async def test_missed_heartbeat_marks_the_adapter_down_without_deleting_it(hub_channel):

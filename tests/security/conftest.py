@@ -77,6 +77,9 @@ def secure_settings(pki: Pki, database_url: str, tmp_path: Path) -> Settings:
         EXAMPLE,
         data_dir=str(tmp_path / "data"),
         policies=POLICIES,
+        # The registry tests register the demo's python plug-in for the PSB; python is
+        # never registrable unless the operator allows it for the department.
+        registration={"departments": [{"uscc": PSB, "kinds": ["python"]}]},
         **{
             "database.url": database_url,
             "server.mode": "production",
