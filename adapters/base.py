@@ -317,16 +317,22 @@ class Adapter(abc.ABC):
         Raises `AdapterError` when the source fails or cannot stream changes.
         """
         try:
-            async for batch in self._changes(cursor, batch_size):
-                yield batch
-        except AdapterError:
-            raise
-        except TongbanError as exc:
-            raise AdapterError(self.adapter_id, exc.message) from exc
-        except (ConnectionError, OSError, TimeoutError) as exc:
-            raise AdapterError(self.adapter_id, _describe(exc), retryable=True) from exc
-        except Exception as exc:
-            raise AdapterError(self.adapter_id, _describe(exc)) from exc
+            try:
+                async for batch in self._changes(cursor, batch_size):
+                    yield batch
+            except AdapterError:
+                raise
+            except TongbanError as exc:
+                raise AdapterError(self.adapter_id, exc.message) from exc
+            except (ConnectionError, OSError, TimeoutError) as exc:
+                raise AdapterError(self.adapter_id, _describe(exc), retryable=True) from exc
+            except Exception as exc:
+                raise AdapterError(self.adapter_id, _describe(exc)) from exc
+        except AdapterError as exc:
+            failure = self._concealed(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
 
     async def _changes(self, cursor: str | None, batch_size: int) -> AsyncIterator[ChangeBatch]:
         """Override in kinds whose source can stream changes."""

@@ -225,6 +225,11 @@ class RegistrationRules:
         if kind == "grpc":
             host, _, port_text = str(options.get("target", "")).rpartition(":")
             self.check_address(department, host.strip("[]"), int(port_text), "spec.settings.target")
+            tls = options.get("tls")
+            for name in ("ca_file", "cert_file", "key_file"):
+                path = tls.get(name) if isinstance(tls, Mapping) else None
+                if path:
+                    self._check_file(str(path), f"spec.settings.tls.{name}")
         elif kind == "http":
             host, port = _http_host_port(str(options.get("base_url", "")))
             self.check_address(department, host, port, "spec.settings.base_url")
@@ -329,6 +334,15 @@ class RegistrationRules:
         ):
             log.warning("registered adapter reads the hub's data folder", path=str(real))
             raise PermissionDenied(f"{field}: may not read the hub's own data folder")
+
+    def _check_file(self, path: str, field: str) -> None:
+        """A file a registered adapter names (TLS material) is never the hub's own."""
+        self._check_folder(path, field)
+        security = self._settings.security
+        real = os.path.realpath(path)
+        own = (security.tls_key_file, security.tls_cert_file)
+        if any(p is not None and os.path.realpath(p) == real for p in own):
+            raise PermissionDenied(f"{field}: may not use the hub's own TLS files")
 
     def store_problem(self, url: str) -> str | None:
         """Why a sql adapter's `url` is the hub's own store, or None when it is not."""

@@ -416,3 +416,15 @@ def test_a_configured_sql_adapter_on_the_hubs_own_store_stops_the_start(database
     with pytest.raises(ConfigError) as raised:
         Hub.open(settings)
     assert raised.value.setting == "adapters[0].options.url"
+
+
+async def test_a_registered_grpc_adapter_never_uses_the_hubs_own_files(start):
+    server, open_as = await start({"departments": [{"uscc": PSB, "egress": ["10.0.0.0/8"]}]})
+    keys = server.hub.settings.data_dir / "keys"
+    options = {
+        "target": "10.1.2.3:50061",
+        "tls": {"ca_file": str(keys / "ca.crt"), "cert_file": "/dev/null", "key_file": "/x"},
+    }
+    error = await refused(register(open_as("psb"), spec(adapters_pb2.ADAPTER_KIND_GRPC, options)))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error.details().startswith("spec.settings.tls.ca_file: "), error.details()
