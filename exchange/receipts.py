@@ -66,7 +66,8 @@ def answer_view(
                 record_type=r.record.record_type,
                 source_record_id=r.record.source_record_id,
                 fetched_at=receipt.format_time(r.record.fetched_at),
-                content_hash=r.record.content_hash,
+                # Only the disclosed fields' hash (issue 17 §1), as in the answer itself.
+                content_hash=r.record.disclosed(r.fields).content_hash,
                 fields_hash=receipt.fields_hash(r.fields),
                 stale=r.stale,
                 department_signature=None
