@@ -167,13 +167,15 @@ class AdapterCatalog:
         registration rules refuse (`exchange.egress`), for the id of a configured
         adapter and for an id another department registered; `StoreError`.
         """
-        adapter = self._build(declaration, registered=True)
-        if adapter.adapter_id in self._configured:
+        # Whose id it is comes first: a taken id is refused whatever else is asked.
+        adapter_id = str(declaration.get("id", ""))
+        if adapter_id in self._configured:
             raise PermissionDenied(
-                f"spec.adapter_id: adapter {adapter.adapter_id!r} is declared in the hub's "
+                f"spec.adapter_id: adapter {adapter_id!r} is declared in the hub's "
                 "configuration; only the operator changes it there"
             )
-        self._check_id_owner(adapter.adapter_id, adapter.spec.department_uscc)
+        self._check_id_owner(adapter_id, str(declaration.get("department_uscc", "")))
+        adapter = self._build(declaration, registered=True)
         self.rules.check_targets(declaration)
         registration = self._registrations.put(
             adapter.adapter_id, declaration, ORIGIN_REGISTERED, _utcnow()
@@ -196,7 +198,7 @@ class AdapterCatalog:
                 "configuration; only the operator changes it there"
             )
         owner = str(stored.declaration.get("department_uscc", ""))
-        if owner != department_uscc:
+        if owner.strip().upper() != department_uscc.strip().upper():
             raise PermissionDenied(
                 f"spec.adapter_id: adapter {adapter_id!r} belongs to another department; "
                 "choose another id"

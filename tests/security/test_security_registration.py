@@ -354,6 +354,10 @@ async def test_an_adapter_id_belongs_to_the_department_that_registered_it(
         register(open_as(taker), spec(adapters_pb2.ADAPTER_KIND_HTTP, options, uscc=uscc))
     )
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error.details() == (
+        "spec.adapter_id: adapter 'county.population' belongs to another department; "
+        "choose another id"
+    )
     # Nor the id of a configured adapter.
     error = await refused(
         register(
@@ -403,6 +407,7 @@ def test_a_configured_sql_adapter_on_the_hubs_own_store_stops_the_start(database
                 "id": "thief",
                 "kind": "sql",
                 "department": "x",
+                "department_uscc": PSB,
                 "serves": [{"record_type": "population.resident", "key_kinds": ["ID_CARD"]}],
                 "options": {
                     "url": database_url,
