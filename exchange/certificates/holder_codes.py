@@ -59,17 +59,15 @@ _TABLE = (
 )
 HOLDER_TYPES: Mapping[str, HolderType] = {row.code: row for row in _TABLE}
 
-# National interface field name -> Tongban's proto field name (HTTP/JSON accepts both).
+# National interface field name -> Tongban's proto field name. The proto3 JSON names of
+# QueryByHolderRequest are the national ones already (holderCode, holderTypeCode,
+# useCause, certificateTypeCode); the others differ and are accepted as aliases.
 NATIONAL_FIELD_ALIASES: Mapping[str, str] = {
     "holderCode": "holder_code",  # 持证主体代码
     "holderTypeCode": "holder_type_code",  # 持证主体代码类型代码
     "useCause": "use_cause",  # 用证事由
-    "certificateTypeCode": "type_code",  # 证照类型代码
+    "certificateTypeCode": "certificate_type_code",  # 证照类型代码
     "certificateIdentifier": "certificate_id",  # 证照标识
-    "caseNumber": "case_id",  # 办件编号
-    "validityDays": "validity_days",  # 加注件有效天数
-    "pageSize": "page_size",
-    "pageToken": "page_token",
 }
 
 

@@ -136,7 +136,7 @@ def holder_query(
                 holder_type_code=holder_type_code,
                 use_cause=use_cause,
                 case_id=case_id,
-                type_code=type_code,
+                certificate_type_code=type_code,
                 page_token=token,
             ),
         )

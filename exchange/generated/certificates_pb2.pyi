@@ -347,25 +347,29 @@ Global___IssueUsageCopyResponse: _TypeAlias = IssueUsageCopyResponse  # noqa: Y0
 
 @_typing.final
 class QueryByHolderRequest(_message.Message):
+    """Field names follow the national sharing interface: their proto3 JSON names are its
+    holderCode, holderTypeCode, useCause and certificateTypeCode.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HOLDER_CODE_FIELD_NUMBER: _builtins.int
     HOLDER_TYPE_CODE_FIELD_NUMBER: _builtins.int
     USE_CAUSE_FIELD_NUMBER: _builtins.int
     CASE_ID_FIELD_NUMBER: _builtins.int
-    TYPE_CODE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_TYPE_CODE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     holder_code: _builtins.str
-    """持证主体代码 (national name holderCode): the holder's ID number, USCC, ..."""
+    """持证主体代码 (holderCode): the holder's ID number, USCC, ..."""
     holder_type_code: _builtins.str
     """持证主体代码类型代码 (holderTypeCode): 111 ID card, 001 USCC, 002 organization code, ..."""
     use_cause: _builtins.str
     """用证事由 (useCause). Required."""
     case_id: _builtins.str
     """The hall's case number, kept in the audit trail."""
-    type_code: _builtins.str
-    """Only this certificate type (certificateTypeCode), when set."""
+    certificate_type_code: _builtins.str
+    """Only this certificate type (national name certificateTypeCode), when set."""
     page_size: _builtins.int
     """At most 200; 0 means 50."""
     page_token: _builtins.str
@@ -376,13 +380,13 @@ class QueryByHolderRequest(_message.Message):
         holder_type_code: _builtins.str = ...,
         use_cause: _builtins.str = ...,
         case_id: _builtins.str = ...,
-        type_code: _builtins.str = ...,
+        certificate_type_code: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "holder_code", b"holder_code", "holder_type_code", b"holder_type_code", "page_size", b"page_size", "page_token", b"page_token", "type_code", b"type_code", "use_cause", b"use_cause"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "certificate_type_code", b"certificate_type_code", "holder_code", b"holder_code", "holder_type_code", b"holder_type_code", "page_size", b"page_size", "page_token", b"page_token", "use_cause", b"use_cause"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

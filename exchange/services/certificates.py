@@ -329,7 +329,7 @@ class CertificateServicer(certificates_pb2_grpc.CertificateServiceServicer):
             holder=holder,
             use_cause=request.use_cause,
             case_id=request.case_id,
-            type_code=request.type_code or None,
+            type_code=request.certificate_type_code or None,
             limit=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
             after=decode_page_token(request.page_token),
         )

@@ -12,6 +12,7 @@ from exchange.certificates.holder_codes import (
     holder_from_national,
     with_national_names,
 )
+from exchange.generated import certificates_pb2
 
 # (holder code, holder type code) -> (kind, normalized value) or the field at fault.
 TABLE = [
@@ -62,3 +63,10 @@ def test_national_field_names_are_accepted_but_not_twice() -> None:
         with_national_names({"use_cause": "a", "useCause": "b"})
     assert raised.value.field == "useCause"
     assert set(NATIONAL_FIELD_ALIASES.values()) >= {"holder_code", "holder_type_code", "use_cause"}
+
+
+def test_the_query_message_speaks_the_national_names_in_json() -> None:
+    fields = certificates_pb2.QueryByHolderRequest.DESCRIPTOR.fields_by_name
+    for national, field in NATIONAL_FIELD_ALIASES.items():
+        if field in fields:
+            assert fields[field].json_name == national
