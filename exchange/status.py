@@ -51,10 +51,24 @@ def status_code_for(error: TongbanError) -> grpc.StatusCode:
     return grpc.StatusCode.FAILED_PRECONDITION
 
 
+def caller_message(error: TongbanError) -> str:
+    """What the caller is told of `error`.
+
+    A database failure says what could not be done, not the driver's words, which name
+    where the store lives (host, port, database); the hub's log keeps them.
+    """
+    if isinstance(error, StoreError) and "database error:" in error.message:
+        what = error.message.split("database error:", 1)[0].rstrip(": ")
+        return (
+            f"{what}: the hub's store is unavailable" if what else "the hub's store is unavailable"
+        )
+    return error.message
+
+
 def to_status(error: TongbanError) -> grpc.Status:
     """Build the rich gRPC status for `error`, with BadRequest details for field errors."""
     code = status_code_for(error)
-    status = status_pb2.Status(code=code.value[0], message=error.message)
+    status = status_pb2.Status(code=code.value[0], message=caller_message(error))
     if isinstance(error, InvalidRequest):
         detail = any_pb2.Any()
         detail.Pack(
