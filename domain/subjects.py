@@ -362,11 +362,13 @@ _CERT_TAIL: Final = re.compile(rf"([{_CJK}]+?)不动产(?:权|证明)第([0-9]+)
 _CERT_MARKERS: Final = ("不动产权第", "不动产证明第")
 # Land-use certificates were numbered locally: a CJK prefix naming the right
 # (国用 state-owned use, 集用/集建 collective use/construction, 集有/集所 collective
-# ownership, 他项 other rights), then the year with an optional grant mark such as 出 or 划.
+# ownership, 他项 other rights), then the year with an optional grant mark such as 出 or
+# 划, or a letter (衡国用(2006B)第3051333号), and a serial of digits that some registries
+# lead with letters (鹤国用(2014)第GN00285号) or end with one: never without a digit.
 _LAND_MARKERS: Final = ("国用", "集用", "集建", "集有", "集所", "他项")
 _LAND_CERT: Final = re.compile(
-    rf"(?P<prefix>[{_CJK}]{{1,16}})\([0-9]{{4}}[{_CJK}]{{0,3}}\)"
-    r"字?第?(?P<number>[0-9]+(?:-[0-9]+)?)号?"
+    rf"(?P<prefix>[{_CJK}]{{1,16}})\([0-9]{{4}}(?:[{_CJK}]{{1,3}}|[A-Z]{{1,2}})?\)"
+    r"字?第?(?P<number>[A-Z]{0,4}[0-9]+[A-Z]?(?:-[0-9]+)?)号?"
 )
 
 
@@ -407,8 +409,9 @@ def _parse_land_cert(value: str, today: datetime.date) -> str:
     if match is None:
         raise InvalidKey(
             kind,
-            "must look like 佛禅国用(2012)第1200668号: Chinese prefix, (year), "
-            "optional 第, digits, optional 号",
+            "must look like 佛禅国用(2012)第1200668号: Chinese prefix, (year and an "
+            "optional grant mark), optional 第, a serial of digits (letters may lead), "
+            "optional 号",
         )
     if not any(marker in match["prefix"] for marker in _LAND_MARKERS):
         raise InvalidKey(kind, f"the prefix must name the right: one of {', '.join(_LAND_MARKERS)}")
@@ -614,8 +617,9 @@ _TEXT_IDENTIFIERS: Final = re.compile(
     rf"(?P<cert_number>[{_TEXT_DIGIT}]+)"
     # Land-use certificate numbers: the digits after 国用(2012)第 and the like.
     rf"|(?P<land_head>(?:{'|'.join(_LAND_MARKERS)})[{_TEXT_SPACE}]*[{_TEXT_OPEN}]"
-    rf"[{_TEXT_SPACE}]*[{_TEXT_DIGIT}]{{4}}[{_CJK}]{{0,3}}[{_TEXT_SPACE}]*[{_TEXT_CLOSE}]"
-    rf"[{_TEXT_SPACE}]*字?第?[{_TEXT_SPACE}]*)(?P<land_number>[{_TEXT_DIGIT}]+)"
+    rf"[{_TEXT_SPACE}]*[{_TEXT_DIGIT}]{{4}}(?:[{_CJK}]{{1,3}}|[A-Za-z]{{1,2}})?"
+    rf"[{_TEXT_SPACE}]*[{_TEXT_CLOSE}][{_TEXT_SPACE}]*字?第?[{_TEXT_SPACE}]*[A-Za-z]{{0,4}})"
+    rf"(?P<land_number>[{_TEXT_DIGIT}]+)"
     # ID numbers written in groups: 110105 19491231 002X.
     rf"|(?<![{_TEXT_DIGIT}])(?P<spaced_id>[{_TEXT_DIGIT}]{{6}}"
     rf"(?:[{_TEXT_SEPARATOR}][{_TEXT_DIGIT}]{{8}}[{_TEXT_SEPARATOR}]?"

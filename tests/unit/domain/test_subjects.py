@@ -172,6 +172,40 @@ VALID = [
     pytest.param(
         KeyKind.LAND_CERT, "某土他项(2009)第77号", "某土他项(2009)第77号", id="land-other-rights"
     ),
+    # Variants in real use (public records of mortgages and property notices):
+    pytest.param(
+        KeyKind.LAND_CERT,
+        "鹤国用（2014）第GN00285号",
+        "鹤国用(2014)第GN00285号",
+        id="land-letters-lead-the-serial",
+    ),
+    pytest.param(
+        KeyKind.LAND_CERT,
+        "衡国用（2006B）第3051333号",
+        "衡国用(2006B)第3051333号",
+        id="land-letter-in-the-year-bracket",
+    ),
+    pytest.param(
+        KeyKind.LAND_CERT,
+        "澄土国用（2008）第 3884 号",
+        "澄土国用(2008)第3884号",
+        id="land-spaced-serial",
+    ),
+    pytest.param(
+        KeyKind.LAND_CERT,
+        "苏国用（2004）第02008490号",
+        "苏国用(2004)第02008490号",
+        id="land-province-prefix",
+    ),
+    pytest.param(
+        KeyKind.LAND_CERT,
+        "京海国用(2006划)第7000012号",
+        "京海国用(2006划)第7000012号",
+        id="land-allocated-mark",
+    ),
+    pytest.param(
+        KeyKind.LAND_CERT, "某国用(2011)第1234A号", "某国用(2011)第1234A号", id="land-letter-suffix"
+    ),
 ]
 
 
@@ -497,6 +531,24 @@ INVALID = [
         "must look like",
         id="land-no-number",
     ),
+    pytest.param(
+        KeyKind.LAND_CERT, "佛禅国用(2012)第ABC号", "must look like", id="land-letters-no-digit"
+    ),
+    pytest.param(
+        KeyKind.LAND_CERT, "佛禅国用(2012)第一二三号", "must look like", id="land-chinese-numerals"
+    ),
+    pytest.param(
+        KeyKind.LAND_CERT, "佛禅国用(二〇一二)第123号", "must look like", id="land-year-not-digits"
+    ),
+    pytest.param(
+        KeyKind.LAND_CERT,
+        "佛禅国用(2012ABC)第123号",
+        "must look like",
+        id="land-year-mark-too-long",
+    ),
+    pytest.param(
+        KeyKind.LAND_CERT, "请见附件国用(2012)第12号之说明", "must look like", id="land-prose"
+    ),
 ]
 
 
@@ -750,6 +802,9 @@ MASKED = [
         KeyKind.LAND_CERT, "佛禅国用(2012)第1200668号", "佛禅国用(2012)第*****68号", id="land"
     ),
     pytest.param(KeyKind.LAND_CERT, "某集建(2010)4567", "某集建(2010)**67", id="land-without-di"),
+    pytest.param(
+        KeyKind.LAND_CERT, "鹤国用(2014)第GN00285号", "鹤国用(2014)第GN***85号", id="land-lettered"
+    ),
 ]
 
 
@@ -855,6 +910,11 @@ def test_subject_key_is_hashable_and_compared_by_value() -> None:
             "土地证佛禅国用(2012)第1200668号",
             "土地证佛禅国用(2012)第*****68号",
             id="land-cert",
+        ),
+        pytest.param(
+            "抵押物 鹤国用（2014）第GN00285号、衡国用（2006B）第3051333号",
+            "抵押物 鹤国用（2014）第GN***85号、衡国用（2006B）第*****33号",
+            id="land-cert-real-variants",
         ),
         pytest.param(
             "unit=320102001001GB00001F00010001;",
