@@ -8,7 +8,9 @@ import os
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import sqlalchemy as sa
 import structlog
 
 from adapters.base import Adapter
@@ -19,7 +21,7 @@ from certstore.field_cipher import FieldCipher
 from certstore.migrate import current, head, upgrade
 from certstore.records import RecordRepository
 from certstore.registrations import RegistrationRepository
-from domain.errors import ConfigError, StoreError
+from domain.errors import ConfigError, FailedPrecondition, StoreError
 from exchange.audit import AuditTrail, sign_tree_head
 from exchange.auth.identity import CallerResolver
 from exchange.auth.policy import AccessPolicy
@@ -186,6 +188,32 @@ def open_store(settings: Settings) -> Database:
     else:
         _require_newest_schema(url)
     return Database.from_url(url)
+
+
+def describe_store(settings: Settings) -> str:
+    """Where the store of `settings` lives, for people: a file path, or a URL without its
+    password."""
+    url = sa.make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        return str(url.database)
+    return url.render_as_string(hide_password=True)
+
+
+def open_existing_store(settings: Settings) -> Database:
+    """The store of `settings` for a command that only reads it: never created, never
+    migrated (an audit tool must not make the store it checks).
+
+    Raises `FailedPrecondition` naming where it looked when there is no store there, and
+    `StoreError` when it cannot be reached or is not at the newest schema.
+    """
+    url = sa.make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(str(url.database)).is_file():
+        raise FailedPrecondition(
+            f"no store at {url.database}: nothing to read (give --config, or set "
+            "database.url or data_dir)"
+        )
+    _require_newest_schema(settings.database_url)
+    return Database.from_url(settings.database_url)
 
 
 def _require_newest_schema(url: str) -> None:

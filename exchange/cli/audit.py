@@ -156,9 +156,11 @@ def verify(
 ) -> None:
     """Recompute the audit log from the store and check every signed tree head (and
     --head); exit 0 when intact, 1 naming the first tampered entry."""
-    from exchange.hub import open_store
+    from exchange.hub import describe_store, open_existing_store
 
-    database = open_store(_settings(config))
+    settings = _settings(config)
+    database = open_existing_store(settings)
+    typer.echo(f"store               {describe_store(settings)}")
     try:
         root_key = _pinned_root(root, None) or _store_root(database)
         saved = _read_head(head, root_key, "--head") if head is not None else None
@@ -193,9 +195,11 @@ def check(
     consistency proof; otherwise by recomputing the store's log."""
     pinned = _pinned_root(root, bundle)
     if hub is None:
-        from exchange.hub import open_store
+        from exchange.hub import describe_store, open_existing_store
 
-        database = open_store(_settings(config))
+        settings = _settings(config)
+        database = open_existing_store(settings)
+        typer.echo(f"store               {describe_store(settings)}")
         try:
             root_key = pinned or _store_root(database)
             saved = _read_head(since, root_key, "--since")

@@ -19,7 +19,7 @@ from rich.table import Column, Table
 from certstore.certificates import StoredKey
 from domain.errors import InvalidKey, InvalidRequest
 from domain.subjects import KeyKind, parse_key
-from exchange.certificates.keys import KeyManager
+from exchange.certificates.keys import KeyManager, UnavailableKeyProvider
 from exchange.certificates.types import CertificateTypes
 from exchange.cli.server import ConfigOption, _settings
 from exchange.settings import Settings
@@ -128,8 +128,14 @@ def generate_key(
 
 @app.command("list")
 def list_keys(config: ConfigOption = None) -> None:
-    """List the hub root key and every issuer key with its lifecycle."""
-    manager, _ = _key_manager(config)
+    """List the hub root key and every issuer key with its lifecycle (reads only: the
+    store and the passphrase file are never created)."""
+    from certstore.certificates import CertificateStore
+    from exchange.hub import open_existing_store
+
+    settings = _settings(config)
+    store = CertificateStore(open_existing_store(settings))
+    manager = KeyManager(store, UnavailableKeyProvider("listing needs no private key"))
     # Key ids are what people copy from here: wrap them, never cut them short.
     table = Table(
         Column("kid", overflow="fold"),
