@@ -7,7 +7,15 @@ real client in the same process and run, so the ratios compare like with like.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
 import statistics
+import struct
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,6 +48,18 @@ PURPOSE = common_pb2.Purpose(case_id="BENCH-1", reason="benchmark")
 CONCURRENCY = 16
 SECONDS = 1.5
 ROUNDS = 5
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "config" / "tongban.example.toml"
+TONGBAN = str(Path(sys.executable).parent / "tongban")
+# The h2load comparison runs `tongban serve` on the example configuration: its demo
+# population adapter answers one record in process, audit and receipts on.
+H2LOAD_LOOKUP = exchange_pb2.LookupRequest(
+    subject=SUBJECT, purpose=PURPOSE, record_types=["population.resident"]
+)
+H2LOAD_CLIENTS = 16
+H2LOAD_STREAMS = 4
+H2LOAD_SECONDS = 4
+H2LOAD_ROUNDS = 3
 
 
 class OneRecord(Adapter):
@@ -191,8 +211,96 @@ async def _fan_out(folder: Path) -> Ratio:
     )
 
 
+def _h2load_overhead(folder: Path) -> list[Ratio]:
+    """Hub Lookup vs bare echo, each its own process pinned to core 0, h2load on core 1."""
+    if shutil.which("h2load") is None or shutil.which("taskset") is None:
+        print("h2load comparison skipped: needs h2load (nghttp2-client) and taskset")
+        return []
+    cores = sorted(os.sched_getaffinity(0))
+    server_core, client_core = str(cores[0]), str(cores[-1])
+    body = folder / "lookup.body"
+    message = H2LOAD_LOOKUP.SerializeToString()
+    body.write_bytes(b"\x00" + struct.pack(">I", len(message)) + message)
+    path = "/tongban.v1.ExchangeService/Lookup"
+    env = {
+        **os.environ,
+        "TONGBAN_DATA_DIR": str(folder / "h2load-hub"),
+        "TONGBAN_HTTP__LISTEN": "",
+        "TONGBAN_LOGGING__LEVEL": "ERROR",
+    }
+    hub_port, echo_port = _free_port(), _free_port()
+    hub = subprocess.Popen(
+        ["taskset", "-c", server_core, TONGBAN, "serve", "--config", str(EXAMPLE),
+         "--listen", f"127.0.0.1:{hub_port}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    echo: subprocess.Popen[bytes] | None = None
+    rounds: list[tuple[float, float]] = []
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{hub_port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=120)
+            answer = channel.unary_unary(path)(message, timeout=30)
+        payload = folder / "lookup.answer"
+        payload.write_bytes(answer)
+        echo = subprocess.Popen(
+            ["taskset", "-c", server_core, sys.executable, "-m", "bench.echo_server",
+             str(payload), str(echo_port)],
+            cwd=ROOT,
+        )  # fmt: skip
+        with grpc.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+        for _ in range(H2LOAD_ROUNDS):
+            hub_rate = _h2load(client_core, hub_port, path, body)
+            echo_rate = _h2load(client_core, echo_port, path, body)
+            rounds.append((hub_rate, echo_rate))
+            print(
+                f"h2load round: hub Lookup {hub_rate:,.0f}/s, bare echo of the same "
+                f"{len(answer)}-byte answer {echo_rate:,.0f}/s (ratio {hub_rate / echo_rate:.2f})"
+            )
+    finally:
+        for process in (hub, echo):
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=60)
+    hub_rate, echo_rate = sorted(rounds, key=lambda r: r[0] / r[1])[len(rounds) // 2]
+    return [
+        Ratio(
+            f"exchange: hub Lookup vs bare grpc.aio echo, h2load -t1 -c{H2LOAD_CLIENTS} "
+            f"-m{H2LOAD_STREAMS} on core {client_core}, servers on core {server_core} "
+            "(median round)",
+            hub_rate,
+            echo_rate,
+            0.5,
+            "calls/s",
+        )
+    ]
+
+
+def _h2load(core: str, port: int, path: str, body: Path) -> float:
+    answer = subprocess.run(
+        ["taskset", "-c", core, "h2load", "-t", "1", "-c", str(H2LOAD_CLIENTS),
+         "-m", str(H2LOAD_STREAMS), "-D", str(H2LOAD_SECONDS), "--warm-up-time", "1",
+         "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
+         f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    done = re.search(r"requests: .* (\d+) succeeded", answer.stdout)
+    assert done, answer.stdout
+    return int(done.group(1)) / H2LOAD_SECONDS
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def main() -> list[Ratio]:
     configure_logging("ERROR")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        return [asyncio.run(_overhead(folder)), asyncio.run(_fan_out(folder))]
+        return [
+            asyncio.run(_overhead(folder)),
+            *_h2load_overhead(folder),
+            asyncio.run(_fan_out(folder)),
+        ]

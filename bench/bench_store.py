@@ -97,94 +97,61 @@ def _settings(folder: Path, url: str) -> Any:
 # --- filling the store --------------------------------------------------------------------
 
 
-def _write_rows(database: Database, table: str, columns: Sequence[str], rows: Any) -> None:
-    """Bulk-write `rows` (tuples in `columns` order): COPY on PostgreSQL, executemany on
-    SQLite, in batches, in one transaction."""
-    with database.core_transaction() as connection:
-        driver = connection.connection.driver_connection
-        cursor = driver.cursor()  # type: ignore[union-attr]
-        names = ", ".join(columns)
-        batch: list[tuple[Any, ...]] = []
-
-        def flush() -> None:
-            if database.dialect_name == "sqlite":
-                marks = ", ".join("?" * len(columns))
-                cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", batch)
-            else:
-                with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                    for row in batch:
-                        copy.write_row(row)
-            batch.clear()
-
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= LOAD_BATCH:
-                flush()
-        if batch:
-            flush()
-        cursor.close()
-
-
-def _timestamp(database: Database, value: datetime) -> Any:
-    # Raw SQLite rows hold naive UTC text, as UTCDateTime writes it.
-    return (
-        value.replace(tzinfo=None).isoformat(sep=" ")
-        if database.dialect_name == "sqlite"
-        else value
-    )
+def _numbers(database: Database) -> tuple[str, str, str]:
+    """(WITH prefix, FROM clause, 17-digit zero-padded n) generating n = 1 .. :count."""
+    if database.dialect_name == "sqlite":
+        return (
+            "WITH RECURSIVE numbers(n) AS "
+            "(SELECT 1 UNION ALL SELECT n + 1 FROM numbers WHERE n < :count) ",
+            "numbers",
+            "printf('%017d', n)",
+        )
+    return ("", "generate_series(1, :count) AS numbers(n)", "lpad(n::text, 17, '0')")
 
 
 def _fill_records(database: Database, count: int, fetched_at: datetime) -> None:
     """`count` records of the down adapter, each under its own subject; the benchmark's
-    subject is one of them, in the middle of the id range."""
-    at = _timestamp(database, fetched_at)
-    middle = count // 2
-    fields = json.dumps(FIELDS, ensure_ascii=False)
-
-    def subject(n: int) -> str:
-        return SUBJECT if n == middle else f"F{n:017d}"
-
-    columns = [
-        "id",
-        "adapter_id",
-        "department",
-        "record_type",
-        "source_record_id",
-        "subject_kind",
-        "subject_value",
-        "related_subjects",
-        "fields",
-        "content_hash",
-        "fetched_at",
-    ]
-    _write_rows(
-        database,
-        "records",
-        columns,
-        (
-            (
-                n,
-                ADAPTER,
-                "population",
-                RECORD_TYPE,
-                f"R-{n}",
-                "ID_CARD",
-                subject(n),
-                "[]",
-                fields,
-                f"sha256:{n:064x}",
-                at,
-            )
-            for n in range(1, count + 1)
-        ),
-    )
-    _write_rows(
-        database,
-        "record_keys",
-        ["record_id", "kind", "value"],
-        ((n, "ID_CARD", subject(n)) for n in range(1, count + 1)),
-    )
+    subject is one of them, in the middle of the id range. Rows are made inside the
+    database (a recursive CTE on SQLite, generate_series on PostgreSQL)."""
+    prefix, numbers, padded = _numbers(database)
+    subject = f"CASE WHEN n = :middle THEN :subject ELSE 'F' || {padded} END"
+    json_cast = "" if database.dialect_name == "sqlite" else "::jsonb"
+    parameters = {
+        "count": count,
+        "middle": count // 2,
+        "subject": SUBJECT,
+        "adapter": ADAPTER,
+        "record_type": RECORD_TYPE,
+        "fields": json.dumps(FIELDS, ensure_ascii=False),
+        "at": _timestamp(database, fetched_at),
+    }
+    with database.core_transaction() as connection:
+        connection.execute(
+            sa.text(
+                f"{prefix}INSERT INTO records (id, adapter_id, department, record_type, "
+                "source_record_id, subject_kind, subject_value, related_subjects, fields, "
+                "content_hash, fetched_at) "
+                f"SELECT n, :adapter, 'population', :record_type, 'R-' || n, 'ID_CARD', "
+                f"{subject}, '[]'{json_cast}, CAST(:fields AS TEXT){json_cast}, "
+                f"'sha256:' || {padded}, :at FROM {numbers}"
+            ),
+            parameters,
+        )
+        connection.execute(
+            sa.text(
+                f"{prefix}INSERT INTO record_keys (record_id, kind, value) "
+                f"SELECT n, 'ID_CARD', {subject} FROM {numbers}"
+            ),
+            parameters,
+        )
     _analyze(database)
+
+
+def _timestamp(database: Database, value: datetime) -> Any:
+    # SQLite holds naive UTC text, as UTCDateTime writes it.
+    if database.dialect_name == "sqlite":
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    return value
 
 
 def _fill_certificates(folder: Path, url: str, database: Database, count: int) -> Callable[[], int]:
@@ -214,8 +181,10 @@ def _fill_certificates(folder: Path, url: str, database: Database, count: int) -
         ],
         ANONYMOUS,
     )
+    # The rest: copies of a real row for other holders, made inside the database; only
+    # the columns that must be unique (or spread the holder index) differ.
     with database.engine.connect() as connection:
-        template = (
+        template = dict(
             connection.execute(
                 sa.text("SELECT * FROM certificates WHERE id = :id"),
                 {"id": issued[0].certificate.id},
@@ -223,29 +192,27 @@ def _fill_certificates(folder: Path, url: str, database: Database, count: int) -
             .mappings()
             .one()
         )
-    columns = list(template.keys())
-    now = datetime.now(UTC)
-
-    def row(n: int) -> tuple[Any, ...]:
-        values = dict(template)
-        values.update(
-            id=f"filler-{n:012d}",
-            serial=f"F{n:012d}",
-            holder_value=f"9132{n:014d}",
-            request_id=f"filler-{n}",
-            status_list_index=10_000_000 + n,
-            issued_at=_timestamp(database, now - timedelta(seconds=n)),
-            valid_from=_timestamp(database, now - timedelta(days=1)),
-            status_changed_at=_timestamp(database, now),
-            predecessor_id=None,
-            successor_id=None,
+    prefix, numbers, padded = _numbers(database)
+    varying = {
+        "id": f"'filler-' || {padded}",
+        "serial": f"'F' || {padded}",
+        "holder_value": f"'9132' || {padded}",
+        "request_id": f"'filler-' || {padded}",
+        "status_list_index": "10000000 + n",
+        "predecessor_id": "NULL",
+        "successor_id": "NULL",
+    }
+    columns = list(template)
+    select = ", ".join(varying.get(name, f":{name}") for name in columns)
+    values = {name: value for name, value in template.items() if name not in varying}
+    with database.core_transaction() as connection:
+        connection.execute(
+            sa.text(
+                f"{prefix}INSERT INTO certificates ({', '.join(columns)}) "
+                f"SELECT {select} FROM {numbers}"
+            ),
+            {**values, "count": count},
         )
-        for name in ("valid_until",):
-            if values[name] is not None and database.dialect_name == "sqlite":
-                values[name] = str(values[name])
-        return tuple(values[name] for name in columns)
-
-    _write_rows(database, "certificates", columns, (row(n) for n in range(count)))
     _analyze(database)
     from certstore.certificates import HolderQuery
 

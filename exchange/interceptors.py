@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,9 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and _REQUEST_ID.match(value):
             return value
-    return uuid.uuid4().hex
+    # 32 random hex digits, as uuid4().hex gave, without building a UUID per call
+    # (uuid4 was ~2% of the event loop's time under load).
+    return os.urandom(16).hex()
 
 
 def _decode(deserializer: Deserializer | None, raw: Any) -> Any:
