@@ -9,9 +9,9 @@ its gRPC status (`exchange.status.to_status`), and logs and measures the call.
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
