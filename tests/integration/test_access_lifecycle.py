@@ -654,8 +654,24 @@ def _registration(uscc: str, record_type: str = "population.resident") -> Any:
     )
 
 
-async def test_registering_a_foreign_record_type_is_permission_denied(start_hub):
-    server = await start_hub()
+# Run-time registration of python adapters is the operator's choice (issue 16 §1).
+ALLOW_PYTHON = {"departments": [{"uscc": "*", "kinds": ["python"]}]}
+
+
+async def _registry_hub(database_url: str, data_dir: Path, **overrides: Any) -> HubServer:
+    settings = load_settings(
+        EXAMPLE,
+        data_dir=str(data_dir),
+        registration=ALLOW_PYTHON,
+        **{"database.url": database_url, **overrides},
+    )
+    server = HubServer(Hub.open(settings), "127.0.0.1:0")
+    await server.start()
+    return server
+
+
+async def test_registering_a_foreign_record_type_is_permission_denied(database_url, tmp_path):
+    server = await _registry_hub(database_url, tmp_path)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         registry = adapters_pb2_grpc.AdapterRegistryStub(channel)
         with pytest.raises(Refused) as refused:
@@ -668,6 +684,7 @@ async def test_registering_a_foreign_record_type_is_permission_denied(start_hub)
         # The owner itself may.
         await registry.Register(_registration(PSB))
     denied = [e.entry for e in server.hub.audit.store.entries() if e.entry.outcome == "DENIED"]
+    await server.stop(grace=0.5)
     assert denied
     assert "spec.serves[0].record_type" in denied[0].detail["why"]
 
@@ -675,13 +692,7 @@ async def test_registering_a_foreign_record_type_is_permission_denied(start_hub)
 async def test_a_named_provider_may_register(database_url, tmp_path):
     record_types = _example_record_types()
     record_types["population.resident"]["providers"] = [HALL]
-    settings = load_settings(
-        EXAMPLE,
-        data_dir=str(tmp_path),
-        **{"database.url": database_url, "record_types": record_types},
-    )
-    server = HubServer(Hub.open(settings), "127.0.0.1:0")
-    await server.start()
+    server = await _registry_hub(database_url, tmp_path, record_types=record_types)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             registry = adapters_pb2_grpc.AdapterRegistryStub(channel)
