@@ -36,6 +36,8 @@ SUBJECT_PREFIX = "urn:tongban:subject:"
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 CRL = "crl.pem"
+ISSUED = "issued.txt"
+"""One line per certificate the CA issued: ``<serial> <file stem>`` (like openssl's index)."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,8 @@ class CertificateAuthority:
         cert_path, key_path = out / f"{stem}.crt", out / f"{stem}.key"
         cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         _write_private(key_path, _key_pem(key))
+        with (self.folder / ISSUED).open("a", encoding="utf-8") as index:
+            index.write(f"{serial} {stem}\n")
         return IssuedFiles(cert_path, key_path, serial)
 
     def issue_server(
@@ -228,8 +232,25 @@ class CertificateAuthority:
         crl = load_crl(self.folder / CRL)
         return sorted(entry.serial_number for entry in crl) if crl else []
 
+    def issued_serials(self) -> set[int]:
+        """The serials of every certificate this CA issued (from its `ISSUED` index)."""
+        try:
+            lines = (self.folder / ISSUED).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return set()
+        return {int(line.split()[0]) for line in lines if line.strip()}
+
     def revoke(self, serial: int) -> None:
-        """Add `serial` to the CRL (idempotent)."""
+        """Add `serial` to the CRL (idempotent).
+
+        Raises `NotFound` when this CA never issued a certificate with that serial: a
+        mistyped serial must not look revoked while the real certificate stays valid.
+        """
+        if serial not in self.issued_serials():
+            raise NotFound(
+                f"this CA ({self.folder}) never issued a certificate with serial {serial}; "
+                f"its serials are in {self.folder / ISSUED}"
+            )
         self.write_crl(sorted({*self.revoked_serials(), serial}))
 
     def write_crl(self, serials: list[int]) -> None:

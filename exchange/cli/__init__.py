@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer import _click as click
+from typer.core import TyperOption
 
 from domain.errors import ConfigError, TongbanError
 from exchange.cli import (
@@ -26,6 +28,15 @@ from exchange.cli import (
     status,
     sync,
 )
+
+
+def _flag_shows_no_type(option: TyperOption, ctx: click.Context) -> str | None:
+    # typer 0.29 prints "<bool>" after every flag (--json <bool>), as if it took a value.
+    return None if option.is_flag else _DISPLAY_TYPE(option, ctx)
+
+
+_DISPLAY_TYPE = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="tongban",

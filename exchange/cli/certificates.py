@@ -524,12 +524,18 @@ def export(
     )
     root = json.loads(answer.root_public_jwk)
     bundle = TrustBundle.load(answer.trust_bundle, root, datetime.now(UTC))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / BUNDLE_FILE).write_text(answer.trust_bundle + "\n", encoding="ascii")
-    (out / STATUS_FILE).write_text(answer.status_list + "\n", encoding="ascii")
-    (out / ROOT_FILE).write_text(json.dumps(root, indent=2, sort_keys=True) + "\n", "ascii")
     jwks = json.dumps(bundle.to_jwks(), indent=2, ensure_ascii=False, sort_keys=True)
-    (out / JWKS_FILE).write_text(jwks + "\n", encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / BUNDLE_FILE).write_text(answer.trust_bundle + "\n", encoding="ascii")
+        (out / STATUS_FILE).write_text(answer.status_list + "\n", encoding="ascii")
+        (out / ROOT_FILE).write_text(json.dumps(root, indent=2, sort_keys=True) + "\n", "ascii")
+        (out / JWKS_FILE).write_text(jwks + "\n", encoding="utf-8")
+    except OSError as exc:
+        where = exc.filename or out
+        raise ConfigError(
+            "--out", f"cannot write the trust files to {where}: {exc.strerror or exc}"
+        ) from exc
     typer.echo(
         f"wrote {out}/{{{BUNDLE_FILE},{STATUS_FILE},{ROOT_FILE},{JWKS_FILE}}}: "
         f"{len(bundle.keys)} issuer keys; refresh after {answer.next_update.ToJsonString()}"

@@ -19,6 +19,7 @@ from domain.subjects import KeyKind
 from exchange.generated import common_pb2, exchange_pb2, exchange_pb2_grpc
 
 CALL_SECONDS = 15.0
+MAX_DEADLINE_SECONDS = 600
 
 if TYPE_CHECKING:
     _UnaryUnary = grpc.UnaryUnaryClientInterceptor[Any, Any]
@@ -27,9 +28,39 @@ else:
     _UnaryUnary = grpc.UnaryUnaryClientInterceptor
     _UnaryStream = grpc.UnaryStreamClientInterceptor
 
+DEFAULT_HUB_PORT = 50051
+"""The port `server.listen` uses by default; a --hub without one dials it."""
+
 HubOption = Annotated[
-    str, typer.Option("--hub", envvar="TONGBAN_HUB", help="The hub's gRPC address HOST:PORT.")
+    str,
+    typer.Option(
+        "--hub",
+        envvar="TONGBAN_HUB",
+        help=f"The hub's gRPC address HOST:PORT (HOST alone: port {DEFAULT_HUB_PORT}).",
+    ),
 ]
+
+
+def hub_target(address: str) -> str:
+    """`address` as HOST:PORT: a bare host (or IPv6 address) gets the hub's default port.
+
+    Raises `ConfigError` naming --hub when it is empty or its port is no port.
+    """
+    address = address.strip()
+    if address.count(":") > 1 and not address.startswith("["):
+        address = f"[{address}]"  # a bare IPv6 address
+    host, colon, port = address.rpartition(":")
+    if not colon or host.startswith("[") and not host.endswith("]") or address.endswith("]"):
+        host, port = address, ""
+    if not host:
+        raise ConfigError("--hub", "must be HOST:PORT or HOST")
+    if not port:
+        return f"{host}:{DEFAULT_HUB_PORT}"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("--hub", f"the port must be a number in 1..65535, got {port!r}")
+    return f"{host}:{port}"
+
+
 DevTokenOption = Annotated[
     str | None,
     typer.Option(
@@ -72,8 +103,9 @@ class HubConnection:
         Raises:
             ConfigError: a TLS file cannot be read.
         """
+        target = hub_target(self.address)
         if self.tls_ca is None:
-            channel = grpc.insecure_channel(self.address)
+            channel = grpc.insecure_channel(target)
         else:
             try:
                 root = self.tls_ca.read_bytes()
@@ -82,7 +114,7 @@ class HubConnection:
             except OSError as exc:
                 raise ConfigError("--tls-*", f"cannot read a TLS file: {exc}") from exc
             credentials = grpc.ssl_channel_credentials(root, key, chain)
-            channel = grpc.secure_channel(self.address, credentials)
+            channel = grpc.secure_channel(target, credentials)
         if self.dev_token:
             return grpc.intercept_channel(channel, _Bearer(self.dev_token))
         return channel
@@ -162,6 +194,10 @@ def lookup(
     tls_key: TlsKeyOption = None,
 ) -> None:
     """Look up everything the hub's sources hold about one subject."""
+    if not 0 < deadline <= MAX_DEADLINE_SECONDS:
+        raise ConfigError(
+            "--deadline", f"must be more than 0 and at most {MAX_DEADLINE_SECONDS} seconds"
+        )
     request = exchange_pb2.LookupRequest(
         subject=common_pb2.SubjectKey(
             kind=common_pb2.KeyKind.Value(f"KEY_KIND_{kind.value}"), value=value

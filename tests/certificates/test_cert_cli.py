@@ -15,7 +15,7 @@ import pytest
 from cert_testkit import AMR, COMPANY, EXAMPLE, LICENCE, licence_issue
 from typer.testing import CliRunner
 
-from domain.errors import InvalidRequest
+from domain.errors import ConfigError, InvalidRequest
 from exchange.cli import app
 from exchange.generated import certificates_pb2_grpc
 from exchange.server import HubServer
@@ -237,3 +237,16 @@ def test_verify_says_what_it_was_given_when_that_is_no_token(
     assert isinstance(result.exception, InvalidRequest)
     assert says in result.exception.message
     assert "INTEGRITY" not in result.output
+
+
+@pytest.mark.parametrize("where", ["a-file", "/proc/no-such-folder/trust"])
+async def test_trust_export_to_a_place_it_cannot_write_names_out(
+    hub_server: HubServer, tmp_path: Path, where: str
+) -> None:
+    out = tmp_path / where if where == "a-file" else Path(where)
+    if where == "a-file":
+        out.write_text("already here")
+    done = await tongban("trust", "export", "--out", str(out), "--hub", hub_address(hub_server))
+    assert isinstance(done.exception, ConfigError), done.exception
+    assert done.exception.setting == "--out"
+    assert "cannot write the trust files" in done.exception.rule

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography import x509
 
-from domain.errors import PermissionDenied, Unauthenticated
+from domain.errors import NotFound, PermissionDenied, Unauthenticated
 from domain.subjects import KeyKind, parse_key
 from exchange.auth.ca import CertificateAuthority
 from exchange.auth.identity import (
@@ -151,3 +151,13 @@ def test_grant_fields_and_reasons():
     }
     assert grant.allows_reason("企业开办: 设立")
     assert not grant.allows_reason("curiosity")
+
+
+def test_the_ca_refuses_to_revoke_a_serial_it_never_issued(ca, tmp_path):
+    issued = ca.issue_client(HALL, "hall", tmp_path / "hall")
+    before = ca.revoked_serials()
+    with pytest.raises(NotFound, match="never issued a certificate with serial 12345"):
+        ca.revoke(12345)
+    assert ca.revoked_serials() == before
+    ca.revoke(issued.serial)
+    assert ca.revoked_serials() == sorted({*before, issued.serial})
