@@ -50,7 +50,7 @@ def hub_target(address: str) -> str:
     if address.count(":") > 1 and not address.startswith("["):
         address = f"[{address}]"  # a bare IPv6 address
     host, colon, port = address.rpartition(":")
-    if not colon or host.startswith("[") and not host.endswith("]") or address.endswith("]"):
+    if not colon or (host.startswith("[") and not host.endswith("]")) or address.endswith("]"):
         host, port = address, ""
     if not host:
         raise ConfigError("--hub", "must be HOST:PORT or HOST")
