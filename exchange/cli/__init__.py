@@ -36,7 +36,7 @@ def _flag_shows_no_type(option: TyperOption, ctx: click.Context) -> str | None:
 
 
 _DISPLAY_TYPE = TyperOption.display_type_rich
-TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign]
+TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign,assignment]
 
 app = typer.Typer(
     name="tongban",
