@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint format proto bench clean
+.PHONY: venv demo test lint format proto openapi bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,11 +22,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-## lint: ruff (lint + format check), mypy strict, buf lint, generated code up to date
+## lint: ruff (lint + format check), mypy strict, import contracts (lint-imports), buf lint, generated code up to date
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	cd proto && ../$(VENV)/bin/buf lint
 	$(PY) proto/generate.py --check
 
@@ -37,6 +38,10 @@ format: $(STAMP)
 ## proto: regenerate exchange/generated from proto/
 proto: $(STAMP)
 	$(PY) proto/generate.py
+
+## openapi: regenerate docs/openapi.json from the route table and the proto descriptors
+openapi: $(STAMP)
+	$(PY) -m exchange.http.openapi
 
 ## bench: benchmarks, each a ratio against a baseline measured in the same run
 bench: $(STAMP)

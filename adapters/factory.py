@@ -16,9 +16,9 @@ from adapters.grpc_adapter import GrpcAdapter
 from adapters.http_adapter import HttpAdapter
 from adapters.python import load_plugin
 from adapters.sql_adapter import SqlAdapter
+from domain.adapter_settings import AdapterSettings
 from domain.errors import ConfigError, InvalidRequest
 from domain.subjects import KeyKind
-from exchange.settings import AdapterSettings
 
 __all__ = ["KINDS", "build_adapter", "build_from_spec", "spec_from_settings"]
 

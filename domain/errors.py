@@ -3,7 +3,7 @@
 Every failure the project raises on purpose is a `TongbanError`. Third-party
 exceptions are converted at the boundary where they arise (`... from exc`), so code
 above that boundary sees only these classes. Mapping to gRPC status codes happens in
-exactly one place: `exchange.status.to_status`.
+exactly one place: `exchange.status.ERROR_TABLE` (gRPC status, HTTP status, problem type).
 """
 
 from __future__ import annotations

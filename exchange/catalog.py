@@ -25,9 +25,10 @@ from certstore.registrations import (
     Registration,
     RegistrationRepository,
 )
+from domain.adapter_settings import AdapterSettings
 from domain.errors import InvalidRequest, NotFound, PermissionDenied, TongbanError
 from exchange.egress import RegistrationRules
-from exchange.settings import AdapterSettings, Settings
+from exchange.settings import Settings
 from exchange.sharing.catalogue import SharingCatalogue
 
 log = structlog.get_logger("tongban.catalog")

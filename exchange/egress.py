@@ -38,7 +38,8 @@ import structlog
 from domain.errors import AdapterError, ConfigError, InvalidRequest, PermissionDenied
 
 if TYPE_CHECKING:
-    from exchange.settings import AdapterSettings, Settings
+    from domain.adapter_settings import AdapterSettings
+    from exchange.settings import Settings
 
 log = structlog.get_logger("tongban.egress")
 

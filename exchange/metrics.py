@@ -33,3 +33,9 @@ CERTIFICATES_VERIFIED = Counter(
     "Verifications answered, by outcome.",
     ("valid",),
 )
+HTTP_LATENCY = Histogram(
+    "tongban_http_api_duration_seconds",
+    "Time to answer one /api/v1 call, by the tongban.v1 method it serves and HTTP status.",
+    ("method", "status"),
+    buckets=_LATENCY_BUCKETS,
+)

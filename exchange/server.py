@@ -8,9 +8,11 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
+from aiohttp import web
 from grpc_health.v1 import _async as health_aio  # the package's own aio servicer
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -36,6 +38,8 @@ from exchange.generated import (
     verification_pb2,
     verification_pb2_grpc,
 )
+from exchange.http.api import ApiApplication, api_ssl_context
+from exchange.http.routes import PREFIX
 from exchange.hub import Hub
 from exchange.interceptors import TongbanInterceptor
 from exchange.services.audit import AuditServicer
@@ -67,6 +71,39 @@ SERVICE_NAMES = tuple(
     )
 )
 HEALTH_PROBE_SECONDS = 5.0
+
+# How each service is added to a grpc.aio server, by its full name.
+_ADD_SERVICER: dict[str, Callable[[Any, grpc.aio.Server], None]] = {
+    "tongban.v1.ExchangeService": exchange_pb2_grpc.add_ExchangeServiceServicer_to_server,
+    "tongban.v1.AdapterRegistry": adapters_pb2_grpc.add_AdapterRegistryServicer_to_server,
+    "tongban.v1.DepartmentAdapter": adapters_pb2_grpc.add_DepartmentAdapterServicer_to_server,
+    "tongban.v1.CertificateService": (
+        certificates_pb2_grpc.add_CertificateServiceServicer_to_server
+    ),
+    "tongban.v1.VerificationService": (
+        verification_pb2_grpc.add_VerificationServiceServicer_to_server
+    ),
+    "tongban.v1.SyncService": sync_pb2_grpc.add_SyncServiceServicer_to_server,
+    "tongban.v1.AuditService": audit_pb2_grpc.add_AuditServiceServicer_to_server,
+    "tongban.v1.CatalogService": catalog_pb2_grpc.add_CatalogServiceServicer_to_server,
+    "tongban.v1.AccessService": access_pb2_grpc.add_AccessServiceServicer_to_server,
+}
+
+
+def servicers(hub: Hub) -> dict[str, object]:
+    """Every tongban.v1 servicer by service name: the gRPC server and the HTTP API
+    (`exchange.http`) serve these same objects."""
+    return {
+        "tongban.v1.ExchangeService": ExchangeServicer(hub),
+        "tongban.v1.AdapterRegistry": AdapterRegistryServicer(hub),
+        "tongban.v1.DepartmentAdapter": PendingDepartmentAdapterServicer(),
+        "tongban.v1.CertificateService": CertificateServicer(hub),
+        "tongban.v1.VerificationService": VerificationServicer(hub),
+        "tongban.v1.SyncService": SyncServicer(hub),
+        "tongban.v1.AuditService": AuditServicer(hub),
+        "tongban.v1.CatalogService": CatalogServicer(hub),
+        "tongban.v1.AccessService": AccessServicer(hub),
+    }
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials:
@@ -114,22 +151,33 @@ class HubServer:
         hub: Hub,
         listen: str,
         http_listen: str | None = None,
+        api_listen: str | None = None,
         *,
         reuse_port: bool = False,
     ) -> None:
-        """`http_listen`, when given, also serves the HTTP port (metrics, verification).
+        """`http_listen`, when given, also serves the HTTP port (metrics, verification,
+        and in dev mode the HTTP/JSON API); `api_listen` serves the API on its own port
+        (HTTPS with client certificates in production mode).
 
-        `reuse_port` shares both ports with other processes that ask for it too
+        `reuse_port` shares the ports with other processes that ask for it too
         (``SO_REUSEPORT``: `tongban serve --workers N`); without it a taken port is
         a `ConfigError`, whoever holds it.
         """
         self.hub = hub
         self.http_listen = http_listen
+        self.api_listen = api_listen
         self.reuse_port = reuse_port
         self.web = OperatorWeb(hub)
         limit = hub.settings.server.max_message_bytes
+        gate = Gate(hub.resolver, hub.policy, hub.audit)
+        self.servicers = servicers(hub)
+        self.api = ApiApplication(self.servicers, gate, hub.settings)
+        self._api_runner: web.AppRunner | None = None
+        self.api_port = 0
+        if api_listen is None and hub.settings.server.mode == "dev":
+            self.web.mount_api(self.api.app, PREFIX)
         self.server = grpc.aio.server(
-            interceptors=[TongbanInterceptor(Gate(hub.resolver, hub.policy, hub.audit))],
+            interceptors=[TongbanInterceptor(gate)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -158,24 +206,9 @@ class HubServer:
         self.sync: SyncNode | None = None
 
     def _add_services(self) -> None:
-        hub, server = self.hub, self.server
-        exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(ExchangeServicer(hub), server)
-        adapters_pb2_grpc.add_AdapterRegistryServicer_to_server(
-            AdapterRegistryServicer(hub), server
-        )
-        adapters_pb2_grpc.add_DepartmentAdapterServicer_to_server(
-            PendingDepartmentAdapterServicer(), server
-        )
-        certificates_pb2_grpc.add_CertificateServiceServicer_to_server(
-            CertificateServicer(hub), server
-        )
-        verification_pb2_grpc.add_VerificationServiceServicer_to_server(
-            VerificationServicer(hub), server
-        )
-        sync_pb2_grpc.add_SyncServiceServicer_to_server(SyncServicer(hub), server)
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(hub), server)
-        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(hub), server)
-        access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(hub), server)
+        server = self.server
+        for name, servicer in self.servicers.items():
+            _ADD_SERVICER[name](servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -201,11 +234,35 @@ class HubServer:
                 ) from exc
             self.hub.catalog.rules.note_listener(self.http_listen, http_port)
             log.info("http serving", listen=self.http_listen, port=http_port)
+        await self._start_api()
         await self.report_health()
         self._probe = asyncio.create_task(self._probe_forever())
         log.info(
             "hub serving", listen=self.listen, port=self.port, mode=self.hub.settings.server.mode
         )
+
+    async def _start_api(self) -> None:
+        """Serve the HTTP/JSON API on its own port, when configured. Raises `ConfigError`."""
+        production = self.hub.settings.server.mode == "production"
+        if self.api_listen is None:
+            if production:
+                log.info("http api not served: set http.api_listen to serve it over HTTPS")
+            return
+        tls = api_ssl_context(self.hub.settings) if production else None
+        host, _, port = self.api_listen.rpartition(":")
+        runner = web.AppRunner(self.api.standalone(), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=tls).start()
+        except OSError as exc:
+            await runner.cleanup()
+            await self.stop(grace=0)
+            raise ConfigError(
+                "http.api_listen", f"cannot listen on {self.api_listen}: {exc.strerror or exc}"
+            ) from exc
+        self._api_runner = runner
+        self.api_port = int(runner.addresses[0][1])
+        log.info("http api serving", listen=self.api_listen, port=self.api_port, tls=production)
 
     async def report_health(self) -> None:
         """Set every service SERVING or NOT_SERVING from the store and the signing key."""
@@ -256,6 +313,9 @@ class HubServer:
                 await self._probe
         await self.health.enter_graceful_shutdown()
         await self.web.stop()
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()
+            self._api_runner = None
         await self.server.stop(
             self.hub.settings.server.shutdown_grace_seconds if grace is None else grace
         )
@@ -274,7 +334,13 @@ async def serve_until_signalled(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (`reuse_port`: as a
     worker of `tongban serve --workers N`, see `HubServer`)."""
-    server = HubServer(hub, listen, hub.settings.http.listen, reuse_port=reuse_port)
+    server = HubServer(
+        hub,
+        listen,
+        hub.settings.http.listen,
+        hub.settings.http.api_listen,
+        reuse_port=reuse_port,
+    )
     await server.start()
     if on_ready is not None:
         on_ready(server.port)

@@ -27,13 +27,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from domain.adapter_settings import AdapterKindName, AdapterSettings
+from domain.adapter_settings import RecordTypeBinding as RecordTypeBinding
 from domain.errors import ConfigError, InvalidKey
 from domain.subjects import KeyKind, parse_key
 from exchange.auth.policy import ALL, PolicySettings
 from exchange.sync.schedule import CronSchedule, parse_utc_offset
 
 ENV_PREFIX = "TONGBAN_"
-_ADAPTER_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 _RECORD_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 # GB/T 36904 identifiers carry the type code as 0-9A-Z.
@@ -42,7 +43,6 @@ _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 FieldType = Literal["string", "integer", "number", "boolean", "date", "datetime", "object", "array"]
-AdapterKindName = Literal["grpc", "sql", "http", "file", "python"]
 
 
 class _Section(BaseModel):
@@ -72,12 +72,17 @@ class ServerSettings(_Section):
 
 
 class HttpSettings(_Section):
-    """The hub's HTTP port: the verification page and Prometheus metrics."""
+    """The hub's HTTP port: the verification page, Prometheus metrics and the HTTP/JSON API."""
 
     # HOST:PORT; empty turns the HTTP port off.
     listen: str | None = "127.0.0.1:8080"
+    # HOST:PORT of the HTTP/JSON API (/api/v1) on a listener of its own. Unset: in dev
+    # mode the API is served on `listen`; in production mode it is not served. In
+    # production mode this listener is HTTPS and requires client certificates from
+    # security.client_ca_file (the same identities as gRPC).
+    api_listen: str | None = None
 
-    @field_validator("listen")
+    @field_validator("listen", "api_listen")
     @classmethod
     def _listen_shape(cls, value: str | None) -> str | None:
         return check_listen_address(value) if value else None
@@ -218,42 +223,6 @@ class RecordTypeSettings(_Section):
             if sharing == "CONDITIONAL" and not self.owner_uscc:
                 raise ValueError(f"field_sharing.{name}: a CONDITIONAL field needs owner_uscc")
         return self
-
-
-class RecordTypeBinding(_Section):
-    record_type: str
-    key_kinds: list[KeyKind] = Field(min_length=1)
-
-
-class AdapterSettings(_Section):
-    """An adapter declared in configuration. `options` are the kind's own settings."""
-
-    id: str
-    kind: AdapterKindName
-    department: str = Field(min_length=1)
-    department_uscc: str = ""
-    serves: list[RecordTypeBinding] = Field(min_length=1)
-    timeout_seconds: float = Field(default=3.0, gt=0, le=120)
-    max_concurrency: int = Field(default=16, ge=1, le=1024)
-    # The circuit opens after this many failed calls in a row; after the cool-down one
-    # probe call decides whether it closes again.
-    circuit_failure_threshold: int = Field(default=5, ge=1, le=1000)
-    circuit_cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
-    # A remote adapter that promises heartbeats is marked down when one is missed.
-    heartbeat_seconds: float | None = Field(default=None, gt=0, le=3600)
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("id")
-    @classmethod
-    def _id_shape(cls, value: str) -> str:
-        if not _ADAPTER_ID.match(value):
-            raise ValueError("lower-case letters, digits, '.' and '-', at most 63 characters")
-        return value
-
-    @field_validator("department_uscc")
-    @classmethod
-    def _uscc_valid(cls, value: str) -> str:
-        return _uscc_rule(value) if value else value
 
 
 NETWORK_KINDS: tuple[AdapterKindName, ...] = ("grpc", "http")

@@ -1,10 +1,13 @@
-"""The one place where Tongban's error tree becomes gRPC status codes.
+"""The one place where Tongban's error tree becomes gRPC status codes and HTTP problems.
 
 Field errors carry a `google.rpc.BadRequest` detail naming the field and the rule, so
 stock clients can show which field is at fault.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -27,28 +30,85 @@ from domain.errors import (
     VerificationError,
 )
 
-_CODES: tuple[tuple[type[TongbanError], grpc.StatusCode], ...] = (
-    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (VerificationError, grpc.StatusCode.FAILED_PRECONDITION),
-    (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
-    (Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
-    (AdapterError, grpc.StatusCode.UNAVAILABLE),
-    (StoreError, grpc.StatusCode.UNAVAILABLE),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+
+@dataclass(frozen=True, slots=True)
+class ErrorMapping:
+    """How one class of the error tree is told on each transport."""
+
+    grpc: grpc.StatusCode
+    http: int
+    # RFC 9457 problem type: a URN naming the kind of problem (the gRPC code's name).
+    problem_type: str
+    title: str
+
+
+def _mapping(code: grpc.StatusCode, http: int, title: str) -> ErrorMapping:
+    return ErrorMapping(code, http, f"{PROBLEM_TYPE_PREFIX}{code.name.lower()}", title)
+
+
+PROBLEM_TYPE_PREFIX = "urn:tongban:problem:"
+
+# The one table. Order matters: the first class `isinstance` matches wins.
+ERROR_TABLE: tuple[tuple[type[TongbanError], ErrorMapping], ...] = (
+    (InvalidRequest, _mapping(grpc.StatusCode.INVALID_ARGUMENT, 400, "Invalid request")),
+    (NotFound, _mapping(grpc.StatusCode.NOT_FOUND, 404, "Not found")),
+    (AlreadyExists, _mapping(grpc.StatusCode.ALREADY_EXISTS, 409, "Already exists")),
+    (PermissionDenied, _mapping(grpc.StatusCode.PERMISSION_DENIED, 403, "Permission denied")),
+    (Unauthenticated, _mapping(grpc.StatusCode.UNAUTHENTICATED, 401, "Unauthenticated")),
+    (
+        FailedPrecondition,
+        _mapping(grpc.StatusCode.FAILED_PRECONDITION, 409, "Failed precondition"),
+    ),
+    (
+        VerificationError,
+        _mapping(grpc.StatusCode.FAILED_PRECONDITION, 409, "Failed precondition"),
+    ),
+    (ConfigError, _mapping(grpc.StatusCode.FAILED_PRECONDITION, 409, "Failed precondition")),
+    (Unimplemented, _mapping(grpc.StatusCode.UNIMPLEMENTED, 501, "Not implemented")),
+    (AdapterError, _mapping(grpc.StatusCode.UNAVAILABLE, 503, "Unavailable")),
+    (StoreError, _mapping(grpc.StatusCode.UNAVAILABLE, 503, "Unavailable")),
+    (Unavailable, _mapping(grpc.StatusCode.UNAVAILABLE, 503, "Unavailable")),
 )
+_FALLBACK = _mapping(grpc.StatusCode.FAILED_PRECONDITION, 409, "Failed precondition")
+# Bad input the HTTP transport itself refuses before any error class exists.
+PAYLOAD_TOO_LARGE = ErrorMapping(
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    413,
+    f"{PROBLEM_TYPE_PREFIX}resource_exhausted",
+    "Request too large",
+)
+INTERNAL = _mapping(grpc.StatusCode.INTERNAL, 500, "Internal error")
+
+
+def mapping_for(error: TongbanError) -> ErrorMapping:
+    """How `error` is told on every transport."""
+    for error_type, mapping in ERROR_TABLE:
+        if isinstance(error, error_type):
+            return mapping
+    return _FALLBACK
 
 
 def status_code_for(error: TongbanError) -> grpc.StatusCode:
     """The gRPC status code that `error` maps to."""
-    for error_type, code in _CODES:
-        if isinstance(error, error_type):
-            return code
-    return grpc.StatusCode.FAILED_PRECONDITION
+    return mapping_for(error).grpc
+
+
+def problem_for(error: TongbanError, instance: str = "") -> dict[str, Any]:
+    """`error` as an RFC 9457 problem details object (naming the field and rule)."""
+    mapping = mapping_for(error)
+    problem: dict[str, Any] = {
+        "type": mapping.problem_type,
+        "title": mapping.title,
+        "status": mapping.http,
+        "detail": error.message,
+        "code": mapping.grpc.name,
+    }
+    if instance:
+        problem["instance"] = instance
+    if isinstance(error, InvalidRequest):
+        problem["field"] = error.field
+        problem["rule"] = error.rule
+    return problem
 
 
 def caller_message(error: TongbanError) -> str:

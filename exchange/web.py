@@ -7,8 +7,10 @@ page for people holding an e-certificate is served here too (`exchange.verify_pa
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
@@ -28,6 +30,9 @@ from signing import Certificate
 
 _CIRCUIT_VALUES = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# RFC 7515 §9.2.1: the compact serialization of a JWS.
+STATUS_LIST_CONTENT_TYPE = "application/jose"
+STATUS_MAX_AGE_SECONDS = 60
 # Who the audit trail names when a certificate is looked up through the page.
 PUBLIC_PAGE = Caller(organization="public", system="verification-page")
 
@@ -78,10 +83,16 @@ class OperatorWeb:
         self.app = web.Application()
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/healthz", self.health)
+        # Where certificates' status_list_uri points (`<signing.public_url>/status/1`).
+        self.app.router.add_get("/status/1", self.status_list)
         add_verification_routes(self.app, self.verify, self.shown_fields)
         self._verification = VerificationServicer(hub)
         self._runner: web.AppRunner | None = None
         self.port = 0
+
+    def mount_api(self, api: web.Application, prefix: str) -> None:
+        """Serve the HTTP/JSON API under `prefix` on this port too (dev mode)."""
+        self.app.add_subapp(prefix, api)
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = await asyncio.to_thread(
@@ -107,6 +118,46 @@ class OperatorWeb:
                 zh, en = kind.field_label(name)
                 shown.append((zh, en, field_text(certificate.fields[name])))
         return shown
+
+    async def status_list(self, request: web.Request) -> web.Response:
+        """The signed status list (compact JWS), cacheable and revalidatable by ETag.
+
+        A verifier may keep it `STATUS_MAX_AGE_SECONDS` (never past its next update) and
+        then revalidate with If-None-Match: unchanged lists cost a 304 and no body.
+        """
+        publisher = self.hub.certificates.trust
+        cached = publisher.cached()
+        trust = cached if cached is not None else await asyncio.to_thread(publisher.current)
+        token = trust.status_token
+        if token is None:
+            return web.json_response(
+                {
+                    "type": "about:blank",
+                    "title": "Service Unavailable",
+                    "status": 503,
+                    "detail": "the hub has no root key yet, so it publishes no status list",
+                },
+                status=503,
+                content_type="application/problem+json",
+                headers={"Retry-After": "60"},
+            )
+        etag = f'"{hashlib.sha256(token.encode()).hexdigest()[:32]}"'
+        remaining = (trust.next_update - datetime.now(UTC)).total_seconds()
+        max_age = max(0, min(STATUS_MAX_AGE_SECONDS, int(remaining)))
+        headers = {
+            "ETag": etag,
+            "Cache-Control": f"public, max-age={max_age}, must-revalidate",
+            "Expires": format_datetime(trust.next_update, usegmt=True),
+            "Access-Control-Allow-Origin": "*",
+        }
+        if trust.status_list.issued_at is not None:
+            headers["Last-Modified"] = format_datetime(trust.status_list.issued_at, usegmt=True)
+        sent = request.headers.get("If-None-Match", "")
+        if etag in (tag.strip() for tag in sent.split(",")) or sent.strip() == "*":
+            return web.Response(status=304, headers=headers)
+        return web.Response(
+            body=token.encode(), content_type=STATUS_LIST_CONTENT_TYPE, headers=headers
+        )
 
     async def health(self, request: web.Request) -> web.Response:
         database = await asyncio.to_thread(self.hub.database.ping)

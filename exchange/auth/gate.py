@@ -6,6 +6,7 @@ is answered; nothing else is written for them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -27,15 +28,27 @@ class Gate:
         self.audit = audit
 
     async def admit(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Grant:
-        """Set the current caller and return its grant.
+        """Admit a gRPC call (see `admit_call`)."""
+        return await self.admit_call(
+            method, context.auth_context() or {}, tuple(context.invocation_metadata() or ())
+        )
 
+    async def admit_call(
+        self,
+        method: str,
+        auth_context: Mapping[str, Iterable[bytes]],
+        metadata: Sequence[tuple[str, Any]],
+    ) -> Grant:
+        """Set the current caller and return its grant, on any transport.
+
+        `method` is ``tongban.v1.Service/Method``; `auth_context` holds the verified
+        client certificate (``x509_pem_cert``) and `metadata` the ``authorization``
+        header, as gRPC names them (the HTTP transport fills both the same way).
         Raises `Unauthenticated` or `PermissionDenied` (after auditing the refusal).
         """
         service, _, name = method.partition("/")
         try:
-            caller = self.resolver.resolve(
-                context.auth_context() or {}, tuple(context.invocation_metadata() or ())
-            )
+            caller = self.resolver.resolve(auth_context, metadata)
         except Unauthenticated as exc:
             refusal = self.audit.entry(
                 UNIDENTIFIED, "AUTHENTICATE", "REFUSED", rpc=method, why=exc.message

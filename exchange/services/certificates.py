@@ -1,40 +1,48 @@
 """`tongban.v1.CertificateService`: issue and manage e-certificates.
 
-Protobuf is translated here, on the way in and out; the work is done by
-`exchange.certificates.lifecycle.CertificateLifecycle` on a worker thread. Reads of a
-holder's certificates go into the audit trail like any other access to personal data.
+Protobuf is translated here, on the way in and out; the work (and the audit of reads)
+is `exchange.app.certificates.CertificateService`'s, for both transports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
 
-from certstore.certificates import CertificateStatus, HolderQuery, StoredCertificate
+from certstore.certificates import CertificateStatus, StoredCertificate
 from domain.errors import InvalidRequest
-from domain.subjects import SubjectKey, parse_key
+from domain.subjects import SubjectKey
+from exchange.app.certificates import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    CertificateService,
+    decode_page_token,
+    encode_page_token,
+)
 from exchange.auth.identity import current_caller
 from exchange.certificates.holder_codes import holder_from_national
 from exchange.certificates.lifecycle import IssueRequest, SupersedeRequest
 from exchange.certificates.usage import HolderSearch, UsageCopyRequest
 from exchange.generated import certificates_pb2, certificates_pb2_grpc, common_pb2
 from exchange.hub import Hub
-from exchange.metrics import CERTIFICATES_ISSUED
 from exchange.services import convert
+from exchange.services.context import CallContext
 from signing import Certificate
 from signing.usage_copy import UsageCopy
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 200
+__all__ = [
+    "CertificateServicer",
+    "certificate_to_proto",
+    "decode_page_token",
+    "encode_page_token",
+    "stored_to_proto",
+]
 
 _STATUS = {
     CertificateStatus.VALID: certificates_pb2.CERTIFICATE_STATUS_VALID,
@@ -137,39 +145,15 @@ def holder_from_proto(request: Any) -> SubjectKey:
     return convert.subject_from_proto(request.holder, "holder")
 
 
-def encode_page_token(last: StoredCertificate) -> str:
-    """An opaque token that continues a listing after `last`."""
-    position = {"t": last.certificate.issued_at.isoformat(), "id": last.id}
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> tuple[datetime, str] | None:
-    """The position a page token stands for (None for the first page).
-
-    Raises:
-        InvalidRequest: (``page_token``, rule) for a token this hub did not make.
-    """
-    if not token:
-        return None
-    try:
-        position = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        moment = datetime.fromisoformat(position["t"])
-        certificate_id = position["id"]
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise InvalidRequest("page_token", "is not a token this hub gave out") from exc
-    if moment.tzinfo is None or not isinstance(certificate_id, str):
-        raise InvalidRequest("page_token", "is not a token this hub gave out")
-    return moment, certificate_id
-
-
 class CertificateServicer(certificates_pb2_grpc.CertificateServiceServicer):
-    """Certificate issuance and lifecycle; only issuers may change their certificates."""
+    """Certificate issuance and lifecycle: translation around `CertificateService`."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self.certificates = CertificateService(hub)
 
     async def Issue(
-        self, request: certificates_pb2.IssueRequest, context: Context
+        self, request: certificates_pb2.IssueRequest, context: CallContext
     ) -> certificates_pb2.IssueResponse:
         issue = IssueRequest(
             request_id=request.request_id,
@@ -184,58 +168,35 @@ class CertificateServicer(certificates_pb2_grpc.CertificateServiceServicer):
                 request.valid_until, request.HasField("valid_until"), "valid_until"
             ),
         )
-        lifecycle = self.hub.certificates.lifecycle
-        issued = await asyncio.to_thread(lifecycle.issue, issue, current_caller())
-        if not issued.replayed:
-            CERTIFICATES_ISSUED.labels(type_code=issue.type_code).inc()
+        issued = await self.certificates.issue(current_caller(), issue)
         return certificates_pb2.IssueResponse(
             certificate=stored_to_proto(issued.certificate), replayed=issued.replayed
         )
 
     async def Get(
-        self, request: certificates_pb2.GetRequest, context: Context
+        self, request: certificates_pb2.GetRequest, context: CallContext
     ) -> certificates_pb2.GetResponse:
-        lifecycle = self.hub.certificates.lifecycle
-        stored = await asyncio.to_thread(lifecycle.get, request.certificate_id)
-        certificate = stored.certificate
-        await self._audit_read(
-            "CERT_READ",
-            parse_key(certificate.holder_kind, certificate.holder_value),
-            certificate_id=stored.id,
-            record_types=[f"certificate.{certificate.type_code}"],
-        )
+        stored = await self.certificates.get(current_caller(), request.certificate_id)
         return certificates_pb2.GetResponse(certificate=stored_to_proto(stored))
 
     async def ListByHolder(
-        self, request: certificates_pb2.ListByHolderRequest, context: Context
+        self, request: certificates_pb2.ListByHolderRequest, context: CallContext
     ) -> certificates_pb2.ListByHolderResponse:
-        holder = holder_from_proto(request)
-        if request.page_size < 0:
-            raise InvalidRequest("page_size", "must not be negative")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        query = HolderQuery(
-            holder_kind=holder.kind.value,
-            holder_value=holder.value,
-            limit=size + 1,
-            type_code=request.type_code or None,
+        page = await self.certificates.list_by_holder(
+            current_caller(),
+            holder_from_proto(request),
+            type_code=request.type_code,
             include_inactive=request.include_inactive,
-            after=decode_page_token(request.page_token),
-        )
-        found = await asyncio.to_thread(self.hub.certificates.lifecycle.list_by_holder, query)
-        page = found[:size]
-        await self._audit_read(
-            "CERT_LIST",
-            holder,
-            certificates=len(page),
-            record_types=sorted({f"certificate.{s.certificate.type_code}" for s in page}),
+            page_size=request.page_size,
+            page_token=request.page_token,
         )
         return certificates_pb2.ListByHolderResponse(
-            certificates=[stored_to_proto(s) for s in page],
-            next_page_token=encode_page_token(page[-1]) if len(found) > size else "",
+            certificates=[stored_to_proto(s) for s in page.certificates],
+            next_page_token=page.next_page_token,
         )
 
     async def Supersede(
-        self, request: certificates_pb2.SupersedeRequest, context: Context
+        self, request: certificates_pb2.SupersedeRequest, context: CallContext
     ) -> certificates_pb2.SupersedeResponse:
         supersede = SupersedeRequest(
             certificate_id=request.certificate_id,
@@ -249,38 +210,33 @@ class CertificateServicer(certificates_pb2_grpc.CertificateServiceServicer):
             ),
             reason=request.reason,
         )
-        lifecycle = self.hub.certificates.lifecycle
-        done = await asyncio.to_thread(lifecycle.supersede, supersede, current_caller())
-        CERTIFICATES_ISSUED.labels(type_code=done.certificate.certificate.type_code).inc()
+        done = await self.certificates.supersede(current_caller(), supersede)
         return certificates_pb2.SupersedeResponse(
             certificate=stored_to_proto(done.certificate),
             predecessor=stored_to_proto(done.predecessor),
         )
 
     async def Revoke(
-        self, request: certificates_pb2.RevokeRequest, context: Context
+        self, request: certificates_pb2.RevokeRequest, context: CallContext
     ) -> certificates_pb2.RevokeResponse:
-        lifecycle = self.hub.certificates.lifecycle
-        stored = await asyncio.to_thread(
-            lifecycle.revoke, request.certificate_id, request.reason, current_caller()
+        stored = await self.certificates.revoke(
+            current_caller(), request.certificate_id, request.reason
         )
         return certificates_pb2.RevokeResponse(certificate=stored_to_proto(stored))
 
     async def Suspend(
-        self, request: certificates_pb2.SuspendRequest, context: Context
+        self, request: certificates_pb2.SuspendRequest, context: CallContext
     ) -> certificates_pb2.SuspendResponse:
-        lifecycle = self.hub.certificates.lifecycle
-        stored = await asyncio.to_thread(
-            lifecycle.suspend, request.certificate_id, request.reason, current_caller()
+        stored = await self.certificates.suspend(
+            current_caller(), request.certificate_id, request.reason
         )
         return certificates_pb2.SuspendResponse(certificate=stored_to_proto(stored))
 
     async def Reinstate(
-        self, request: certificates_pb2.ReinstateRequest, context: Context
+        self, request: certificates_pb2.ReinstateRequest, context: CallContext
     ) -> certificates_pb2.ReinstateResponse:
-        lifecycle = self.hub.certificates.lifecycle
-        stored = await asyncio.to_thread(
-            lifecycle.reinstate, request.certificate_id, request.reason, current_caller()
+        stored = await self.certificates.reinstate(
+            current_caller(), request.certificate_id, request.reason
         )
         return certificates_pb2.ReinstateResponse(certificate=stored_to_proto(stored))
 
@@ -347,7 +303,3 @@ class CertificateServicer(certificates_pb2_grpc.CertificateServiceServicer):
             certificates=found,
             next_page_token=encode_page_token(last) if last is not None else "",
         )
-
-    async def _audit_read(self, action: str, holder: SubjectKey, **detail: Any) -> None:
-        audit = self.hub.audit
-        await audit.record(audit.entry(current_caller(), action, "OK", subject=holder, **detail))

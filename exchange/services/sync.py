@@ -8,29 +8,23 @@ follows the job's row until the job ends.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import grpc
 
-from adapters.base import Adapter
-from certstore.sync_jobs import SyncJobRepository
-from domain.errors import FailedPrecondition, InvalidRequest, NotFound
-from domain.sync_jobs import MANUAL_TRIGGER, JobState, SyncJob, SyncMode
+from domain.errors import InvalidRequest
+from domain.sync_jobs import JobState, SyncJob, SyncMode
+from exchange.app.sync import SyncService, can_stream_changes, parse_job_id
 from exchange.generated import sync_pb2, sync_pb2_grpc
 from exchange.hub import Hub
 from exchange.services import convert
+from exchange.services.context import CallContext
 
-__all__ = ["SyncServicer", "job_to_proto"]
+__all__ = ["SyncServicer", "can_stream_changes", "job_to_proto", "parse_job_id"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-DEFAULT_PAGE_SIZE: Final = 50
-MAX_PAGE_SIZE: Final = 200
-WATCH_POLL_SECONDS: Final = 0.5
-# A watcher hears from the hub at least this often, even when nothing moved.
-WATCH_KEEPALIVE_SECONDS: Final = 10.0
 
 _MODES: Final = {
     sync_pb2.SYNC_MODE_FULL: SyncMode.FULL,
@@ -79,31 +73,16 @@ def job_to_proto(job: SyncJob) -> sync_pb2.SyncJob:
     return message
 
 
-def parse_job_id(text: str, field: str = "job_id") -> int:
-    """A job id from a request. Raises `InvalidRequest` naming `field`."""
-    text = text.strip()
-    if not text:
-        raise InvalidRequest(field, "required")
-    if not text.isascii() or not text.isdigit() or int(text) < 1 or len(text) > 18:
-        raise InvalidRequest(field, f"{text[:40]!r} is not a sync job id (a positive number)")
-    return int(text)
-
-
-def can_stream_changes(adapter: Adapter) -> bool:
-    """True when the adapter's kind implements change streams at all."""
-    return type(adapter)._changes is not Adapter._changes
-
-
 class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
+    """Translation around `exchange.app.sync.SyncService`."""
+
     def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.jobs = SyncJobRepository(hub.database)
+        self.sync = SyncService(hub)
 
     async def Start(
-        self, request: sync_pb2.SyncServiceStartRequest, context: Context
+        self, request: sync_pb2.SyncServiceStartRequest, context: CallContext
     ) -> sync_pb2.SyncServiceStartResponse:
-        adapter_id = request.adapter_id.strip()
-        if not adapter_id:
+        if not request.adapter_id.strip():
             raise InvalidRequest("adapter_id", "required")
         if request.mode == sync_pb2.SYNC_MODE_UNSPECIFIED:
             mode = SyncMode.INCREMENTAL
@@ -113,70 +92,41 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
             raise InvalidRequest(
                 "mode", f"unknown mode {request.mode}: SYNC_MODE_FULL or SYNC_MODE_INCREMENTAL"
             )
-        adapter = next((a for a in self.hub.adapters if a.adapter_id == adapter_id), None)
-        if adapter is None:
-            raise NotFound(f"no adapter {adapter_id!r} on this hub")
-        if not can_stream_changes(adapter):
-            raise FailedPrecondition(
-                f"adapter {adapter_id} (kind {adapter.spec.kind}) cannot stream changes"
-            )
-        job = await asyncio.to_thread(
-            self.jobs.create, adapter_id, mode, MANUAL_TRIGGER, convert.utcnow()
-        )
-        assert job is not None  # only schedule ticks are deduplicated
+        job = await self.sync.start(request.adapter_id, mode)
         return sync_pb2.SyncServiceStartResponse(job=job_to_proto(job))
 
     async def Get(
-        self, request: sync_pb2.SyncServiceGetRequest, context: Context
+        self, request: sync_pb2.SyncServiceGetRequest, context: CallContext
     ) -> sync_pb2.SyncServiceGetResponse:
-        job = await asyncio.to_thread(self.jobs.get, parse_job_id(request.job_id))
+        job = await self.sync.get(parse_job_id(request.job_id))
         return sync_pb2.SyncServiceGetResponse(job=job_to_proto(job))
 
     async def Watch(
-        self, request: sync_pb2.SyncServiceWatchRequest, context: Context
+        self, request: sync_pb2.SyncServiceWatchRequest, context: CallContext
     ) -> AsyncIterator[sync_pb2.SyncServiceWatchResponse]:
-        job_id = parse_job_id(request.job_id)
-        job = await asyncio.to_thread(self.jobs.get, job_id)
-        loop = asyncio.get_running_loop()
-        sent_at = loop.time()
-        yield sync_pb2.SyncServiceWatchResponse(job=job_to_proto(job))
-        while not job.state.finished:
-            await asyncio.sleep(WATCH_POLL_SECONDS)
-            latest = await asyncio.to_thread(self.jobs.get, job_id)
-            quiet = loop.time() - sent_at >= WATCH_KEEPALIVE_SECONDS
-            if latest != job or quiet:
-                job, sent_at = latest, loop.time()
-                yield sync_pb2.SyncServiceWatchResponse(job=job_to_proto(job))
+        async for job in self.sync.watch(parse_job_id(request.job_id)):
+            yield sync_pb2.SyncServiceWatchResponse(job=job_to_proto(job))
 
     async def Cancel(
-        self, request: sync_pb2.SyncServiceCancelRequest, context: Context
+        self, request: sync_pb2.SyncServiceCancelRequest, context: CallContext
     ) -> sync_pb2.SyncServiceCancelResponse:
-        job = await asyncio.to_thread(
-            self.jobs.request_cancel, parse_job_id(request.job_id), convert.utcnow()
-        )
+        job = await self.sync.cancel(parse_job_id(request.job_id))
         return sync_pb2.SyncServiceCancelResponse(job=job_to_proto(job))
 
     async def List(
-        self, request: sync_pb2.SyncServiceListRequest, context: Context
+        self, request: sync_pb2.SyncServiceListRequest, context: CallContext
     ) -> sync_pb2.SyncServiceListResponse:
-        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
-            raise InvalidRequest("page_size", f"must be 0..{MAX_PAGE_SIZE} (0 means 50)")
-        page_size = request.page_size or DEFAULT_PAGE_SIZE
         states: list[JobState] = []
         for index, number in enumerate(request.states):
             if number not in _STATES:
                 raise InvalidRequest(f"states[{index}]", f"unknown job state {number}")
             states.append(_STATES[number])
-        before = parse_job_id(request.page_token, "page_token") if request.page_token else None
-        jobs = await asyncio.to_thread(
-            self.jobs.list_jobs,
-            adapter_id=request.adapter_id.strip() or None,
+        page = await self.sync.list(
+            adapter_id=request.adapter_id,
             states=states,
-            limit=page_size + 1,
-            before_id=before,
+            page_size=request.page_size,
+            page_token=request.page_token,
         )
-        page = jobs[:page_size]
-        answer = sync_pb2.SyncServiceListResponse(jobs=[job_to_proto(job) for job in page])
-        if len(jobs) > page_size:
-            answer.next_page_token = str(page[-1].job_id)
-        return answer
+        return sync_pb2.SyncServiceListResponse(
+            jobs=[job_to_proto(job) for job in page.jobs], next_page_token=page.next_page_token
+        )
