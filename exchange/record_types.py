@@ -3,40 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from collections.abc import Mapping
 from typing import Any
 
+from domain.field_types import type_problem
 from domain.records import MAX_SAFE_INTEGER, SourceRecord
 from exchange.settings import RecordTypeSettings
-
-
-def _is_date(value: Any) -> bool:
-    try:
-        date.fromisoformat(value)
-    except (TypeError, ValueError):
-        return False
-    return isinstance(value, str) and len(value) == 10
-
-
-def _is_datetime(value: Any) -> bool:
-    try:
-        datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        return False
-    return isinstance(value, str)
-
-
-_TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "date": _is_date,
-    "datetime": _is_datetime,
-    "object": lambda v: isinstance(v, Mapping),
-    "array": lambda v: isinstance(v, list | tuple),
-}
 
 
 def _json_problem(value: Any, path: str) -> str | None:
@@ -89,6 +61,6 @@ class RecordTypes:
             expected = declared.fields.get(name)
             if expected is None and declared.fields:
                 return f"field {name!r} is not declared for {record.record_type}"
-            if expected and value is not None and not _TYPE_CHECKS[expected](value):
+            if expected and value is not None and type_problem(expected, value) is not None:
                 return f"field {name!r} must be {expected}, got {type(value).__name__}"
         return _json_problem(record.fields, "fields")

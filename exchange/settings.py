@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from domain.adapter_settings import AdapterKindName, AdapterSettings
 from domain.adapter_settings import RecordTypeBinding as RecordTypeBinding
 from domain.errors import ConfigError, InvalidKey
+from domain.field_types import FieldType
 from domain.subjects import KeyKind, parse_key
 from exchange.auth.policy import ALL, PolicySettings
 from exchange.sync.schedule import CronSchedule, parse_utc_offset
@@ -41,8 +42,6 @@ _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 _CERTIFICATE_TYPE_CODE = re.compile(r"^[0-9A-Z]{1,64}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-FieldType = Literal["string", "integer", "number", "boolean", "date", "datetime", "object", "array"]
 
 
 class _Section(BaseModel):

@@ -14,7 +14,6 @@ locally; a caller with no token is anonymous and, when the configuration allows 
 
 from __future__ import annotations
 
-import base64
 import contextvars
 import hashlib
 import hmac
@@ -33,6 +32,7 @@ from domain.subjects import SubjectKey, parse_key
 from exchange.auth.ca import ROLE_PREFIX, SUBJECT_PREFIX
 from exchange.auth.policy import Caller
 from exchange.auth.revocation import RevocationList
+from signing.base64url import b64url_decode, b64url_encode
 
 ANONYMOUS_DEV = Caller(organization="", system="anonymous", anonymous_dev=True)
 _current: contextvars.ContextVar[Caller] = contextvars.ContextVar("tongban_caller")
@@ -45,14 +45,6 @@ def current_caller() -> Caller:
 
 def set_current_caller(caller: Caller) -> contextvars.Token[Caller]:
     return _current.set(caller)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _subject_from_uri(uri: str) -> SubjectKey:
@@ -112,9 +104,9 @@ def issue_dev_token(
     }
     if subject is not None:
         claims["subject"] = f"{subject.kind.value}:{subject.value}"
-    body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
+    body = b64url_encode(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
     mac = hmac.new(secret, body.encode(), hashlib.sha256).digest()
-    return f"{body}.{_b64(mac)}"
+    return f"{body}.{b64url_encode(mac)}"
 
 
 def caller_from_dev_token(secret: bytes, token: str) -> Caller:
@@ -122,9 +114,9 @@ def caller_from_dev_token(secret: bytes, token: str) -> Caller:
     body, _, mac = token.partition(".")
     try:
         expected = hmac.new(secret, body.encode(), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, _unb64(mac)):
+        if not hmac.compare_digest(expected, b64url_decode(mac)):
             raise Unauthenticated("the dev token's signature does not verify")
-        claims = json.loads(_unb64(body))
+        claims = json.loads(b64url_decode(body))
         if not isinstance(claims, dict) or claims.get("exp", 0) < time.time():
             raise Unauthenticated("the dev token has expired")
         subject = claims.get("subject")
