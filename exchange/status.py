@@ -100,7 +100,7 @@ def problem_for(error: TongbanError, instance: str = "") -> dict[str, Any]:
         "type": mapping.problem_type,
         "title": mapping.title,
         "status": mapping.http,
-        "detail": error.message,
+        "detail": caller_message(error),
         "code": mapping.grpc.name,
     }
     if instance:
