@@ -3,7 +3,16 @@
 The adapter reads one table (optionally in a schema) or runs one parameterized query
 that selects a subject's rows by ``:key``; its mappings turn each row into records.
 Connections are read-only at the database: SQLite files are opened with
-``mode=ro`` (URI filename), PostgreSQL sessions run every transaction ``READ ONLY``.
+``mode=ro`` (URI filename), PostgreSQL sessions run every transaction ``READ ONLY``, and
+MySQL / MariaDB sessions (PyMySQL, ``mysql+pymysql://`` or ``mariadb+pymysql://``) start
+with ``SET SESSION TRANSACTION READ ONLY``. The department's account should still be a
+read-only one: the hub's setting is a second lock, not the first.
+
+Another SQLAlchemy dialect (Oracle, Dameng, ...) is added here in three places: its
+driver names in a set like `_MYSQL_DRIVERS` that `SqlOptions` accepts (and the driver
+pinned in pyproject.toml), how its sessions are made read-only in `_read_only_engine`,
+and which of its errors are transient in `_transient`; then the shared tests in
+tests/adapters/test_sql_adapter.py run against a real server of it.
 
 Rows are read as the driver returns them, with no SQLAlchemy type processing, so a
 badly stored value spoils one row (a rejection), never a whole answer. For change
@@ -48,6 +57,13 @@ _BIND: Final = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
 _QUERY_PARAMETERS: Final = frozenset({"key", "key_kind"})
 _SQLITE_DRIVERS: Final = frozenset({"sqlite", "sqlite+pysqlite"})
 _POSTGRES_DRIVERS: Final = frozenset({"postgresql+psycopg"})
+_MYSQL_DRIVERS: Final = frozenset({"mysql+pymysql", "mariadb+pymysql"})
+_URL_RULE: Final = (
+    "must start with sqlite:///, postgresql+psycopg://, mysql+pymysql:// or mariadb+pymysql://"
+)
+# MySQL / MariaDB client and server error numbers that mean "try again later": cannot
+# connect, server gone, connection lost, too many connections, lock wait, deadlock.
+_MYSQL_TRANSIENT: Final = frozenset({1040, 1205, 1213, 2002, 2003, 2006, 2013})
 # PostgreSQL SQLSTATE classes and codes that mean "try again later".
 _PG_TRANSIENT_CLASSES: Final = ("08", "53", "57P")
 _PG_TRANSIENT_CODES: Final = frozenset({"40001", "40P01", "55P03", "57014"})
@@ -87,8 +103,8 @@ class SqlOptions(AdapterOptions):
         if url.drivername in _SQLITE_DRIVERS:
             if not url.database or url.database == ":memory:":
                 raise ValueError("a SQLite source must be a database file")
-        elif url.drivername not in _POSTGRES_DRIVERS:
-            raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
+        elif url.drivername not in _POSTGRES_DRIVERS | _MYSQL_DRIVERS:
+            raise ValueError(_URL_RULE)
         return value
 
     @field_validator("query")
@@ -298,6 +314,13 @@ def _read_only_engine(url: URL, timeout: float) -> Engine:
     connect_args: dict[str, Any] = {}
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = max(1, math.ceil(timeout))
+    if url.drivername in _MYSQL_DRIVERS:
+        # Every session of this engine is read-only, whatever the account may do.
+        connect_args["init_command"] = "SET SESSION TRANSACTION READ ONLY"
+        connect_args["read_timeout"] = max(1, math.ceil(timeout))
+        return sa.create_engine(
+            url, pool_pre_ping=True, pool_timeout=timeout, connect_args=connect_args
+        )
     return sa.create_engine(
         url,
         pool_pre_ping=True,
@@ -312,6 +335,9 @@ def _transient(exc: SQLAlchemyError) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     original = getattr(exc, "orig", None)
+    number = original.args[0] if original is not None and original.args else None
+    if type(original).__module__.startswith("pymysql") and isinstance(number, int):
+        return number in _MYSQL_TRANSIENT
     sqlstate = getattr(original, "sqlstate", None)
     if isinstance(sqlstate, str):
         return sqlstate.startswith(_PG_TRANSIENT_CLASSES) or sqlstate in _PG_TRANSIENT_CODES

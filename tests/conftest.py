@@ -26,11 +26,17 @@ from certstore import migrate
 from certstore.database import Database, create_engine_for
 
 POSTGRES_URL_ENV = "TONGBAN_TEST_DATABASE_URL"
+MYSQL_URL_ENV = "TONGBAN_TEST_MYSQL_URL"
+"""A MariaDB/MySQL server (``mysql+pymysql://root@127.0.0.1:3306``) for department databases."""
 BACKENDS = ("sqlite", "postgresql")
 
 
 def _postgres_base_url() -> str | None:
     return os.environ.get(POSTGRES_URL_ENV) or None
+
+
+def _mysql_base_url() -> str | None:
+    return os.environ.get(MYSQL_URL_ENV) or None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -39,6 +45,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     params = [pytest.param("sqlite", id="sqlite")]
     if _postgres_base_url() is not None:
         params.append(pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres))
+    if "mariadb" in getattr(metafunc.module, "EXTRA_BACKENDS", ()):
+        # Department databases (the sql adapter's tests), not the hub's own store.
+        reason = f"{MYSQL_URL_ENV} is not set (MariaDB/MySQL server for the sql adapter)"
+        skip = [] if _mysql_base_url() else [pytest.mark.skip(reason=reason)]
+        params.append(pytest.param("mariadb", id="mariadb", marks=skip))
     metafunc.parametrize("database_url", params, indirect=True)
 
 
@@ -60,6 +71,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'tongban.db'}"
         return
+    if backend == "mariadb":
+        yield from _mysql_database()
+        return
     admin: Engine = request.getfixturevalue("postgres_admin_engine")
     schema = f"t_{uuid.uuid4().hex}"
     with admin.begin() as connection:
@@ -67,6 +81,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     url = admin.url.update_query_dict({"options": f"-csearch_path={schema}"})
     yield url.render_as_string(hide_password=False)
     _drop_schema(admin, schema)
+
+
+def _mysql_database() -> Iterator[str]:
+    """A database of the test's own on the MariaDB/MySQL server, dropped afterwards."""
+    base = sa.make_url(_mysql_base_url() or "")
+    name = f"t_{uuid.uuid4().hex}"
+    admin = sa.create_engine(base)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    try:
+        yield base.set(database=name, query={"charset": "utf8mb4"}).render_as_string(
+            hide_password=False
+        )
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.dispose()
 
 
 def _drop_schema(admin: Engine, schema: str) -> None:

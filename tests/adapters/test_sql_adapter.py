@@ -1,5 +1,6 @@
-"""The `sql` adapter on a real department database: a SQLite file, and PostgreSQL when
-TONGBAN_TEST_DATABASE_URL is set (each test in a schema of its own)."""
+"""The `sql` adapter on a real department database: a SQLite file, PostgreSQL when
+TONGBAN_TEST_DATABASE_URL is set (each test in a schema of its own), and MariaDB/MySQL
+through PyMySQL when TONGBAN_TEST_MYSQL_URL is set (each test in a database of its own)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from domain.errors import AdapterError
 from domain.records import Purpose, SourceRecord
 from domain.subjects import KeyKind, parse_key
 
+EXTRA_BACKENDS = ("mariadb",)
 RESIDENT = "population.resident"
 PURPOSE = Purpose("BJ-2024-0001", "户籍证明核验")
 WANG = parse_key(KeyKind.ID_CARD, "11010519491231002X")
@@ -176,10 +178,12 @@ async def test_unknown_subjects_and_unserved_kinds_answer_nothing(build: Build) 
 
 async def test_a_schema_qualified_table_is_read(build: Build, department_db: str) -> None:
     url = sa.make_url(department_db)
-    # SQLite's own database is schema "main"; the PostgreSQL test schema is in the URL.
-    schema = (
-        url.query["options"].split("=")[-1] if url.get_backend_name() == "postgresql" else "main"
-    )
+    # SQLite's own database is schema "main"; the PostgreSQL test schema is in the URL; a
+    # MySQL schema is its database.
+    schema = {
+        "postgresql": lambda: url.query["options"].split("=")[-1],
+        "mysql": lambda: str(url.database),
+    }.get(url.get_backend_name(), lambda: "main")()
     result = await build(schema=schema).fetch(WANG, [RESIDENT], PURPOSE)
     assert [r.source_record_id for r in result.records] == ["1"]
 
@@ -245,7 +249,7 @@ async def test_the_engine_is_read_only(build: Build, department_db: str) -> None
     await adapter.fetch(WANG, [RESIDENT], PURPOSE)
     with (
         adapter.engine.connect() as connection,
-        pytest.raises(sa.exc.DBAPIError, match=r"read-only|readonly"),
+        pytest.raises(sa.exc.DBAPIError, match=r"(?i)read-only|readonly|read only"),
     ):
         connection.execute(residents.delete())
     # Even a query that smuggles a write into a SELECT cannot change anything.
@@ -283,8 +287,12 @@ async def test_sql_errors_are_not_retryable_and_name_the_error(build: Build) -> 
 
 @pytest.mark.parametrize(
     "url",
-    ["postgresql+psycopg://postgres@127.0.0.1:1/test", "sqlite:///{tmp}/missing/dept.db"],
-    ids=["postgresql-refused", "sqlite-missing-file"],
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:1/test",
+        "mysql+pymysql://root@127.0.0.1:1/test",
+        "sqlite:///{tmp}/missing/dept.db",
+    ],
+    ids=["postgresql-refused", "mysql-refused", "sqlite-missing-file"],
 )
 async def test_connection_failures_are_retryable(build: Build, url: str, tmp_path: Any) -> None:
     adapter = build(url=url.format(tmp=tmp_path), retry=RetryPolicy(attempts=2, base_delay=0.01))
