@@ -11,7 +11,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import segno
 import typer
@@ -157,10 +157,18 @@ def _readable(value: object) -> str:
     return str(value)
 
 
-def print_certificate(certificate: certificates_pb2.Certificate, console: Console) -> None:
-    """A certificate as a person reads it."""
+UNVERIFIED: Final = "未经验证的声明内容 / claimed, not verified"
+
+
+def print_certificate(
+    certificate: certificates_pb2.Certificate, console: Console, *, verified: bool = True
+) -> None:
+    """A certificate as a person reads it; content that did not verify says so first."""
     kind = common_pb2.KeyKind.Name(certificate.holder.kind).removeprefix("KEY_KIND_")
-    table = Table(show_header=False, title=f"{certificate.type_name}  {certificate.id}")
+    title = f"{certificate.type_name}  {certificate.id}"
+    if not verified:
+        title = f"[bold red]{UNVERIFIED}[/]: {title}"
+    table = Table(show_header=False, title=title)
     table.add_row("holder", f"{kind} {certificate.holder.value}")
     table.add_row("issuer", f"{certificate.issuer.department} ({certificate.issuer.uscc})")
     table.add_row("version", str(certificate.version))
@@ -566,6 +574,12 @@ def _refuse_what_no_token_is(presented: str) -> None:
         raise InvalidRequest(
             "TOKEN", "a certificate id is verified online: add --hub HOST:PORT, or pass its token"
         )
+    _refuse_a_missing_file(presented)
+
+
+def _refuse_a_missing_file(presented: str) -> None:
+    """Raises `InvalidRequest` ("no such file") for what names a file rather than a token
+    or a certificate id, when no such file exists."""
     if "/" in presented or Path(presented).suffix.lower() in {".jws", ".jwt", ".txt", ".json"}:
         raise InvalidRequest("TOKEN", f"no such file: {presented}")
 
@@ -630,6 +644,11 @@ def verify(
         certificate_token = _read_presented(str(certificate_file))
     if hub is None and scanned is None and presented.count(".") != 2:
         _refuse_what_no_token_is(presented)
+    if hub is not None and scanned is None and presented.count(".") != 2:
+        try:
+            parse_certificate_id(presented)
+        except InvalidRequest:
+            _refuse_a_missing_file(presented)
     copy = is_usage_copy(presented)
     if certificate_token is not None and not copy:
         raise InvalidRequest("--certificate", "is given only with a usage copy")
@@ -688,6 +707,8 @@ def verify(
     verdict = verifier.verify(presented, now=now)
     if verdict.certificate is not None:
         claimed = verdict.certificate
+        if not verdict.valid:
+            console.print(f"[bold red]{UNVERIFIED}:[/]")
         console.print(
             f"{claimed.type_name} {claimed.id}\nholder {claimed.holder_kind} "
             f"{claimed.holder_value}; issued by {claimed.issuer_department} "
@@ -735,5 +756,5 @@ def _verify_online(presented: str, connection: HubConnection, console: Console) 
     answer = connection.call(verification_pb2_grpc.VerificationServiceStub, "Verify", request)
     verdict = answer.verdict
     if verdict.HasField("certificate"):
-        print_certificate(verdict.certificate, console)
+        print_certificate(verdict.certificate, console, verified=verdict.valid)
     return _print_answer_checks(verdict, console) and verdict.valid

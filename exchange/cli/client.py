@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,9 +215,31 @@ def lookup(
     if answer_file is not None:
         _write_new(answer_file, json_format.MessageToJson(response, ensure_ascii=False), "--answer")
     if as_json:
-        typer.echo(json_format.MessageToJson(response, ensure_ascii=False))
+        typer.echo(answer_json(response))
         return
     print_lookup(response, Console())
+    if not response.sources:
+        raise TongbanError(
+            f"no source serves {kind.value} keys"
+            + (f" for {', '.join(types)}" if types else "")
+            + ": nothing was asked (`tongban adapters list` shows what each serves)"
+        )
+
+
+def answer_json(message: Any) -> str:
+    """`message` as proto3 JSON, with integral numbers as integers: a protobuf Struct holds
+    every number as a double, and 1000000 must not print as 1000000.0."""
+    return json.dumps(_integral(json_format.MessageToDict(message)), ensure_ascii=False, indent=2)
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {name: _integral(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
 
 
 def _write_new(path: Path, text: str, option: str) -> None:
@@ -253,6 +276,9 @@ def print_lookup(response: exchange_pb2.LookupResponse, console: Console) -> Non
         table = Table(
             "field", "value", title=f"{record.record_type}  (from {record.provenance.department})"
         )
+        # The record's own key first: a title is found by its certificate number, say.
+        own = common_pb2.KeyKind.Name(record.subject.kind).removeprefix("KEY_KIND_")
+        table.add_row(f"[dim]{own}[/]", record.subject.value)
         for name, field_value in fields.items():
             table.add_row(name, _readable(field_value))
         console.print(table)

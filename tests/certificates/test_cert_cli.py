@@ -80,12 +80,19 @@ async def test_issue_export_verify_revoke_verify_again(
     online = await tongban("verify", certificate_id, "--hub", hub)
     assert online.exit_code == 1
     assert "revoked" in online.output
+    # What failed to verify is not shown as a plain certificate card.
+    assert online.output.index("claimed, not verified") < online.output.index("holder")
+
+    missing = await tongban("verify", str(tmp_path / "missing.jws"), "--hub", hub)
+    assert isinstance(missing.exception, InvalidRequest)
+    assert "no such file" in missing.exception.rule
 
     await tongban("trust", "export", "--out", str(trust), "--hub", hub)
     offline = await tongban("verify", token_file.read_text().strip(), *files)
     assert offline.exit_code == 1
     assert "FAIL" in offline.output
     assert "NOT VALID" in offline.output
+    assert "claimed, not verified" in offline.output
 
 
 async def test_suspend_reinstate_list_and_qr(hub_server: HubServer, tmp_path: Path) -> None:

@@ -105,6 +105,25 @@ def test_serve_answers_health_reflection_and_lookups_then_stops_on_sigterm(servi
     )  # fmt: skip
     assert readable.returncode == 0, readable.stderr
     assert "market.business_license" in readable.stdout
+    # Each record shows its own key.
+    assert "USCC" in readable.stdout.split("market.business_license", 1)[1]
+
+    company = run(
+        "lookup", "uscc", "91350100M000100Y43", "--case", "C-9", "--reason", "test",
+        "--hub", f"127.0.0.1:{port}", "--json",
+        env=hub_env,
+    )  # fmt: skip
+    [licence] = json.loads(company.stdout)["records"]
+    capital = licence["fields"]["registered_capital_cny"]
+    assert type(capital) is int, capital  # not 1000000.0
+
+    nobody = run(
+        "lookup", "REAL_ESTATE_UNIT", "320102001001GB00001F00010001", "--case", "C-9",
+        "--reason", "test", "--hub", f"127.0.0.1:{port}",
+        env=hub_env,
+    )  # fmt: skip
+    assert nobody.returncode == 1
+    assert "no source serves REAL_ESTATE_UNIT keys" in nobody.stderr
 
     process.send_signal(signal.SIGTERM)
     _out, err = process.communicate(timeout=30)
