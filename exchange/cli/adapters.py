@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from google.protobuf import struct_pb2
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from domain.errors import ConfigError
 from exchange.cli.client import (
@@ -68,9 +69,46 @@ def spec_from_declaration(declaration: dict[str, Any]) -> adapters_pb2.AdapterSp
     return spec
 
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def adapter_rows(answer: adapters_pb2.ListResponse) -> list[dict[str, Any]]:
+    """Each adapter as plain data (no options: they may hold credentials)."""
+    rows = []
+    for info in answer.adapters:
+        health = info.health
+        rows.append(
+            {
+                "id": info.spec.adapter_id,
+                "kind": adapters_pb2.AdapterKind.Name(info.spec.kind)
+                .removeprefix("ADAPTER_KIND_")
+                .lower(),
+                "department": info.spec.department,
+                "origin": adapters_pb2.AdapterOrigin.Name(info.origin)
+                .removeprefix("ADAPTER_ORIGIN_")
+                .lower(),
+                "circuit": adapters_pb2.CircuitState.Name(health.circuit_state).removeprefix(
+                    "CIRCUIT_STATE_"
+                ),
+                "alive": health.alive,
+                "last_success": health.last_success_at.ToDatetime().isoformat(timespec="seconds")
+                if health.HasField("last_success_at")
+                else None,
+                "last_error": health.last_error or None,
+            }
+        )
+    return rows
+
+
+def id_column(header: str, ids: list[str]) -> Column:
+    """A column of adapter ids, never cut short, even in an 80-column pipe."""
+    return Column(header, no_wrap=True, min_width=max([len(header), *map(len, ids)]))
+
+
 @app.command("list")
 def list_adapters(
     hub: HubOption = "127.0.0.1:50051",
+    as_json: JsonOption = False,
     dev_token: DevTokenOption = None,
     tls_ca: TlsCaOption = None,
     tls_cert: TlsCertOption = None,
@@ -80,22 +118,30 @@ def list_adapters(
     answer = _call(
         HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key), "List", adapters_pb2.ListRequest()
     )
+    rows = adapter_rows(answer)
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
     table = Table(
-        "id", "kind", "department", "origin", "circuit", "alive", "last success", "last error"
+        id_column("id", [row["id"] for row in rows]),
+        "kind",
+        Column("department", overflow="fold"),
+        "origin",
+        "circuit",
+        "alive",
+        "last success",
+        Column("last error", overflow="fold"),
     )
-    for info in answer.adapters:
-        health = info.health
+    for row in rows:
         table.add_row(
-            info.spec.adapter_id,
-            adapters_pb2.AdapterKind.Name(info.spec.kind).removeprefix("ADAPTER_KIND_").lower(),
-            info.spec.department,
-            adapters_pb2.AdapterOrigin.Name(info.origin).removeprefix("ADAPTER_ORIGIN_").lower(),
-            adapters_pb2.CircuitState.Name(health.circuit_state).removeprefix("CIRCUIT_STATE_"),
-            "yes" if health.alive else "DOWN",
-            health.last_success_at.ToDatetime().isoformat(timespec="seconds")
-            if health.HasField("last_success_at")
-            else "-",
-            health.last_error or "-",
+            row["id"],
+            row["kind"],
+            row["department"],
+            row["origin"],
+            row["circuit"],
+            "yes" if row["alive"] else "DOWN",
+            row["last_success"] or "-",
+            row["last_error"] or "-",
         )
     Console().print(table)
 

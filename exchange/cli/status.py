@@ -8,15 +8,16 @@ failing the whole report.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import grpc
 import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from domain.errors import TongbanError
+from exchange.cli.adapters import adapter_rows, id_column
 from exchange.cli.client import (
     DevTokenOption,
     HubCallError,
@@ -25,6 +26,7 @@ from exchange.cli.client import (
     TlsCaOption,
     TlsCertOption,
     TlsKeyOption,
+    answer_json,
 )
 from exchange.generated import (
     adapters_pb2,
@@ -55,6 +57,7 @@ def status(
     tls_ca: TlsCaOption = None,
     tls_cert: TlsCertOption = None,
     tls_key: TlsKeyOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Print the hub's health, adapters, running sync jobs and signing keys."""
     console = Console()
@@ -66,12 +69,40 @@ def status(
         except grpc.RpcError as exc:
             raise HubCallError(f"hub at {hub} does not answer: {exc.code().name}") from exc
         serving = health.status == health_pb2.HealthCheckResponse.SERVING
+        if as_json:
+            typer.echo(json.dumps(_as_data(channel, hub, serving), ensure_ascii=False, indent=2))
+            if not serving:
+                raise typer.Exit(1)
+            return
         console.print(f"hub {hub}: [bold]{'SERVING' if serving else 'NOT SERVING'}[/]")
         _adapters(channel, console)
         _sync_jobs(channel, console)
         _keys(channel, console)
     if not serving:
         raise typer.Exit(1)
+
+
+def _as_data(channel: grpc.Channel, hub: str, serving: bool) -> dict[str, Any]:
+    """The report as plain data; a part that cannot be read holds its error."""
+    data: dict[str, Any] = {"hub": hub, "serving": serving}
+    try:
+        listed = adapters_pb2_grpc.AdapterRegistryStub(channel).List(
+            adapters_pb2.ListRequest(), timeout=TIMEOUT
+        )
+        data["adapters"] = adapter_rows(listed)
+    except grpc.RpcError as exc:
+        data["adapters"] = {"error": f"{exc.code().name}: {exc.details()}"}
+    try:
+        jobs = sync_pb2_grpc.SyncServiceStub(channel).List(
+            sync_pb2.SyncServiceListRequest(
+                states=[sync_pb2.SYNC_JOB_STATE_RUNNING, sync_pb2.SYNC_JOB_STATE_PENDING]
+            ),
+            timeout=TIMEOUT,
+        )
+        data["sync_jobs"] = json.loads(answer_json(jobs)).get("jobs", [])
+    except grpc.RpcError as exc:
+        data["sync_jobs"] = {"error": f"{exc.code().name}: {exc.details()}"}
+    return data
 
 
 def _adapters(channel: grpc.Channel, console: Console) -> None:
@@ -83,7 +114,13 @@ def _adapters(channel: grpc.Channel, console: Console) -> None:
         console.print(f"adapters: cannot list ({exc.code().name}: {exc.details()})")
         return
     table = Table(
-        "adapter", "kind", "circuit", "alive", "last success", "last error", title="adapters"
+        id_column("adapter", [info.spec.adapter_id for info in answer.adapters]),
+        "kind",
+        "circuit",
+        "alive",
+        "last success",
+        Column("last error", overflow="fold"),
+        title="adapters",
     )
     for info in answer.adapters:
         table.add_row(

@@ -380,12 +380,17 @@ def _fresh_folder(folder: Path) -> None:
             f"{folder} holds files the demo did not make; name a new or empty folder "
             "(the demo empties its folder at every start)",
         )
-    if held:
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / DEMO_MARKER).write_text(
-        "made by `tongban demo`, which empties this folder at every start\n", encoding="utf-8"
-    )
+    try:
+        if held:
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / DEMO_MARKER).write_text(
+            "made by `tongban demo`, which empties this folder at every start\n", encoding="utf-8"
+        )
+    except OSError as exc:
+        raise ConfigError(
+            "--data-dir", f"cannot use {folder} as the demo's folder: {exc.strerror or exc}"
+        ) from exc
 
 
 def _shown_rate(job: sync_pb2.SyncJob) -> float:

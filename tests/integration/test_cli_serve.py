@@ -117,6 +117,22 @@ def test_serve_answers_health_reflection_and_lookups_then_stops_on_sigterm(servi
     capital = licence["fields"]["registered_capital_cny"]
     assert type(capital) is int, capital  # not 1000000.0
 
+    # An 80-column pipe cuts no adapter id; --json gives the same as data.
+    narrow = {**hub_env, "COLUMNS": "80"}
+    listed = run("adapters", "list", "--hub", f"127.0.0.1:{port}", env=narrow)
+    assert listed.returncode == 0, listed.stderr
+    assert "psb.population" in listed.stdout
+    assert "amr.business" in listed.stdout
+    status = run("status", "--hub", f"127.0.0.1:{port}", env=narrow)
+    assert "psb.population" in status.stdout
+    assert "amr.business" in status.stdout
+    as_data = json.loads(run("adapters", "list", "--json", "--hub", f"127.0.0.1:{port}").stdout)
+    assert {row["id"] for row in as_data} == {"psb.population", "amr.business"}
+    assert all("options" not in row for row in as_data)
+    report = json.loads(run("status", "--json", "--hub", f"127.0.0.1:{port}", env=hub_env).stdout)
+    assert report["serving"] is True
+    assert [row["id"] for row in report["adapters"]] == [row["id"] for row in as_data]
+
     nobody = run(
         "lookup", "REAL_ESTATE_UNIT", "320102001001GB00001F00010001", "--case", "C-9",
         "--reason", "test", "--hub", f"127.0.0.1:{port}",

@@ -165,3 +165,9 @@ def test_the_demo_passes_with_both_cores_busy(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "the population registry is back" in run.stdout
     assert "demo finished" in run.stdout
+
+
+@pytest.mark.parametrize("where", ["/etc/passwd", "/etc/passwd/demo"])
+async def test_a_data_dir_that_is_no_folder_is_one_line(where):
+    with pytest.raises(ConfigError, match="cannot use /etc/passwd"):
+        await tell(Path(where))
