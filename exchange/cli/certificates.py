@@ -34,6 +34,7 @@ from exchange.cli.copy_check import (
     read_document,
     verify_copy_offline,
 )
+from exchange.cli.server import ConfigOption, _settings
 from exchange.generated import (
     certificates_pb2,
     certificates_pb2_grpc,
@@ -458,9 +459,11 @@ def qr(
         typer.Option(
             "--public-url",
             envvar="TONGBAN_PUBLIC_URL",
-            help="The hub's verification page, for tokens too long for a QR code.",
+            help="The hub's verification page, for tokens too long for a QR code "
+            "(default: signing.public_url of the configuration).",
         ),
     ] = None,
+    config: ConfigOption = None,
     scale: Annotated[int, typer.Option(min=1, max=40, help="Pixels per module.")] = 4,
     hub: HubOption = "127.0.0.1:50051",
     dev_token: DevTokenOption = None,
@@ -484,14 +487,18 @@ def qr(
             certificates_pb2.GetRequest(certificate_id=certificate),
         )
         token, certificate_id = answer.certificate.token, answer.certificate.id
+    if public_url is None and len(token) > QR_MAX_TOKEN_LENGTH:
+        public_url = _settings(config).signing.public_url
     if len(token) <= QR_MAX_TOKEN_LENGTH:
         text = token
     elif public_url is None:
         raise InvalidRequest(
-            "--public-url", "the token is too long for a QR code; give the hub URL"
+            "--public-url",
+            "the token is too long for a QR code; give the hub URL (or set "
+            "signing.public_url in the configuration)",
         )
     else:
-        text = qr_payload(token, public_url, certificate_id)
+        text = qr_payload(token, public_url, certificate_id, max_length=QR_MAX_TOKEN_LENGTH)
     code = segno.make(text, error="m", micro=False)
     code.save(str(out), scale=scale)
     what = "token" if text == token else f"link {text}"

@@ -257,3 +257,25 @@ async def test_trust_export_to_a_place_it_cannot_write_names_out(
     assert isinstance(done.exception, ConfigError), done.exception
     assert done.exception.setting == "--out"
     assert "cannot write the trust files" in done.exception.rule
+
+
+async def test_a_qr_code_too_long_for_its_token_links_to_the_configured_public_url(
+    hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import grpc
+
+    import exchange.cli.certificates as cli
+
+    hub = hub_address(hub_server)
+    async with grpc.aio.insecure_channel(hub) as channel:
+        answer = await certificates_pb2_grpc.CertificateServiceStub(channel).Issue(licence_issue())
+    monkeypatch.setattr(cli, "QR_MAX_TOKEN_LENGTH", 10)  # every token is "too long" now
+    config = tmp_path / "hub.toml"
+    config.write_text('[signing]\npublic_url = "https://tongban.example.gov.cn"\n')
+    out = tmp_path / "qr.png"
+    made = await tongban(
+        "cert", "qr", answer.certificate.id, "--out", str(out), "--hub", hub,
+        "--config", str(config),
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert "holds the link https://tongban.example.gov.cn/" in made.output
