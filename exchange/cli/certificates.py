@@ -709,6 +709,11 @@ def verify(
         print_copy(copied, console)
         if copied.certificate is not None:
             print_checks(list(copied.certificate.checks), console)
+        else:
+            console.print(
+                "[yellow]the certificate's token is needed too: give --certificate FILE, "
+                "verify the PDF (it carries both), or verify online with --hub[/]"
+            )
         console.print("[bold green]VALID[/]" if copied.valid else "[bold red]NOT VALID[/]")
         raise typer.Exit(0 if copied.valid else 1)
     verdict = verifier.verify(presented, now=now)

@@ -712,3 +712,32 @@ async def test_verify_stream_takes_usage_copies_beside_certificates(world: World
     assert not seen["cert"].verdict.HasField("usage_copy")
     assert not seen["forged"].verdict.valid
     assert "certificate_token" in seen["mixed"].error
+
+
+async def test_verify_cli_takes_a_copy_token_with_its_certificate(
+    world: World, tmp_path: Path, tongban_cli: Any
+) -> None:
+    issued = await _issue(world)
+    answer = await _copy(world, issued.id)
+    copy_file, certificate_file = tmp_path / "copy.jws", tmp_path / "licence.jws"
+    copy_file.write_text(answer.token + "\n")
+    certificate_file.write_text(answer.certificate_token + "\n")
+    trust = tmp_path / "trust"
+    hall = world.token_for(HALL, "window-1")
+    export = ["trust", "export", "--out", str(trust), "--hub", world.grpc_address]
+    assert (await tongban_cli(*export, "--dev-token", hall)).returncode == 0
+
+    alone = await tongban_cli("verify", str(copy_file), *_trust_files(trust))
+    assert alone.returncode == 1
+    assert "--certificate" in alone.stdout
+    paired = await tongban_cli(
+        "verify", str(copy_file), "--certificate", str(certificate_file), *_trust_files(trust)
+    )
+    assert paired.returncode == 0, paired.stdout + paired.stderr
+    assert "CERTIFICATE_MATCH" in paired.stdout
+    wrong = await tongban_cli(
+        "verify", str(certificate_file), "--certificate", str(certificate_file)
+    )
+    assert wrong.returncode == 1
+    assert "--certificate: is given only with a usage copy" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
