@@ -24,18 +24,16 @@ from google.protobuf import timestamp_pb2
 from certstore.certificates import StoredCertificate
 from domain.errors import InvalidRequest, NotFound
 from domain.subjects import parse_key
+from exchange.app.verification import quick_verdict, verify_presented
 from exchange.auth.identity import current_caller
 from exchange.certificates.library import CertificateLibrary
 from exchange.certificates.publisher import PublishedTrust
 from exchange.certificates.usage import OnlineCopyVerdict
 from exchange.certificates.verification import (
     OnlineVerdict,
-    OnlineVerifier,
     Presented,
     PresentedKind,
     check_presented,
-    needs_explaining,
-    token_of,
     usage_copy_of,
 )
 from exchange.generated import verification_pb2, verification_pb2_grpc
@@ -169,13 +167,8 @@ def _answer_batch(
                 continue
             if request.certificate_token:
                 raise InvalidRequest("certificate_token", "is sent only with a usage copy")
-            token = token_of(presented)
-            stored = None
-            if token is None:
-                token, stored = library.verifier.lookup(presented)
-                result = OnlineVerifier.verify(token, trust, stored)
-            else:
-                result = library.verifier.explain(OnlineVerifier.verify(token, trust), token)
+            verified = verify_presented(library, presented, trust)
+            result, stored = verified.result, verified.looked_up
         except (InvalidRequest, NotFound) as exc:
             answers.append(_StreamAnswer(_stream_error(correlation_id, exc)))
             continue
@@ -318,19 +311,16 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             NotFound: an id (or QR link) this hub holds no certificate for.
             StoreError: the database failed.
         """
-        library = self.hub.certificates
         trust = await self._trust()
-        token = token_of(presented)
-        if token is not None:
-            result = OnlineVerifier.verify(token, trust)
-            if needs_explaining(result.verdict) is None:
-                return result
-            return await asyncio.to_thread(library.verifier.explain, result, token)
-        stored_token, found = await asyncio.to_thread(library.verifier.lookup, presented)
-        result = OnlineVerifier.verify(stored_token, trust, found)
-        if found is not None:
-            await self._audit_lookup(found, result.verdict.valid)
-        return result
+        quick = quick_verdict(presented, trust)  # a good token needs no store: stay on the loop
+        if quick is not None:
+            return quick
+        verified = await asyncio.to_thread(
+            verify_presented, self.hub.certificates, presented, trust
+        )
+        if verified.looked_up is not None:
+            await self._audit_lookup(verified.looked_up, verified.result.verdict.valid)
+        return verified.result
 
     async def _audit_lookup(self, found: StoredCertificate, valid: bool) -> None:
         """Looking a certificate up by id shows its content: its holder is told who did."""
