@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import enum
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -31,6 +32,8 @@ from adapters.resilience import CircuitBreaker, CircuitState, RetryPolicy
 from domain.errors import AdapterError, AdapterTimeout, TongbanError
 from domain.records import Purpose, SourceRecord
 from domain.subjects import KeyKind, SubjectKey
+from signing.department import check_record_signature
+from signing.trust import TrustedKey
 
 log = structlog.get_logger("tongban.adapters")
 
@@ -72,6 +75,9 @@ class AdapterSpec:
     # as a status and a generic reason (no port-scanner or file-existence oracle).
     guard: ConnectGuard | None = None
     conceal_errors: bool = False
+    # The department's record-signing keys: when set, every record must carry a valid
+    # department signature by one of them (`signing.department`).
+    department_keys: tuple[TrustedKey, ...] = ()
 
     def serves_record(self, record_type: str, key_kind: KeyKind) -> bool:
         """True when this adapter can be asked for `record_type` by a `key_kind` key."""
@@ -299,9 +305,29 @@ class Adapter(abc.ABC):
                 )
             elif not item.source_record_id:
                 rejected.append(Rejection(f"#{position}", "no source record id"))
+            elif (problem := self._signature_problem(item)) is not None:
+                rejected.append(Rejection(item.source_record_id, problem))
+            elif item.signature is not None and not self.spec.department_keys:
+                # Nobody can check it here: never pass on a signature the hub did not verify.
+                records.append(dataclasses.replace(item, signature=None))
             else:
                 records.append(item)
         return FetchResult(tuple(records), tuple(rejected))
+
+    def _signature_problem(self, record: SourceRecord) -> str | None:
+        keys = self.spec.department_keys
+        if not keys:
+            return None
+        if record.signature is None:
+            return "no department signature, though this department signs its records"
+        return check_record_signature(
+            record.signature,
+            keys,
+            record_type=record.record_type,
+            source_record_id=record.source_record_id,
+            subject=f"{record.subject.kind.value}:{record.subject.value}",
+            fields=record.fields,
+        )
 
     @abc.abstractmethod
     async def _fetch(

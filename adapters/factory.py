@@ -17,8 +17,9 @@ from adapters.http_adapter import HttpAdapter
 from adapters.python import load_plugin
 from adapters.sql_adapter import SqlAdapter
 from domain.adapter_settings import AdapterSettings
-from domain.errors import ConfigError, InvalidRequest
+from domain.errors import ConfigError, InvalidRequest, TongbanError
 from domain.subjects import KeyKind
+from signing.trust import TrustedKey
 
 __all__ = ["KINDS", "build_adapter", "build_from_spec", "spec_from_settings"]
 
@@ -51,7 +52,34 @@ def spec_from_settings(settings: AdapterSettings) -> AdapterSpec:
         options=dict(settings.options),
         failure_threshold=settings.circuit_failure_threshold,
         cooldown=settings.circuit_cooldown_seconds,
+        department_keys=department_keys(settings),
     )
+
+
+def department_keys(settings: AdapterSettings) -> tuple[TrustedKey, ...]:
+    """The adapter's department keys as trusted keys. Raises `ConfigError`."""
+    keys: list[TrustedKey] = []
+    for position, jwk in enumerate(settings.department_keys):
+        member = f"adapters.{settings.id}.department_keys[{position}]"
+        if settings.kind not in ("grpc", "http"):
+            raise ConfigError(member, "only grpc and http adapters carry department signatures")
+        if not settings.department_uscc:
+            raise ConfigError(member, "department keys need the adapter's department_uscc")
+        try:
+            keys.append(
+                TrustedKey.from_jwk(
+                    {
+                        "tongban_issuer": settings.department_uscc,
+                        "tongban_issuer_department": settings.department,
+                        "tongban_status": "active",
+                        "tongban_not_before": "1970-01-01T00:00:00Z",
+                        **jwk,
+                    }
+                )
+            )
+        except TongbanError as exc:
+            raise ConfigError(member, exc.message) from exc
+    return tuple(keys)
 
 
 def build_adapter(settings: AdapterSettings, setting: str) -> Adapter:

@@ -261,6 +261,7 @@ def record_from_proto(message: adapters_pb2.SourceRecord) -> SourceRecord:
         fields=struct_to_dict(message.fields),
         related_subjects=related,
         updated_at=updated_at,
+        signature=message.signature or None,
     )
 
 

@@ -154,4 +154,10 @@ class SyncCursorRow(Base):
 
 # The tables of sync jobs, certificates and the audit trail live in their own modules;
 # importing them here registers them with Base.metadata wherever the models are used.
-from certstore import access, audit, certificate_models, sync_models  # noqa: E402, F401
+from certstore import (  # noqa: E402, F401
+    access,
+    audit,
+    certificate_models,
+    record_signatures,
+    sync_models,
+)

@@ -46,6 +46,10 @@ class AdapterSettings(_Declaration):
     # A remote adapter that promises heartbeats is marked down when one is missed.
     heartbeat_seconds: float | None = Field(default=None, gt=0, le=3600)
     options: dict[str, Any] = Field(default_factory=dict)
+    # The department's record-signing public keys (JWKs; optional `tongban_status`,
+    # `tongban_not_before`, `tongban_not_after`, `tongban_compromised_since` as in the
+    # trust bundle). When set, every record must carry a valid department signature.
+    department_keys: list[dict[str, Any]] = Field(default_factory=list, max_length=16)
 
     @field_validator("id")
     @classmethod

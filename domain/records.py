@@ -60,6 +60,8 @@ class SourceRecord:
     fields: Mapping[str, JsonValue]
     related_subjects: tuple[SubjectKey, ...] = ()
     updated_at: datetime | None = None
+    # The department's own JWS over the record (`signing.department`), when it signs.
+    signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class StoredRecord:
     fetched_at: datetime
     content_hash: str
     related_subjects: tuple[SubjectKey, ...] = field(default=())
+    # The department's signature, verified on arrival, kept and passed on unchanged.
+    department_signature: str | None = None
 
     @classmethod
     def of(
@@ -92,6 +96,7 @@ class StoredRecord:
             fetched_at=fetched_at,
             content_hash=content_hash(fields),
             related_subjects=tuple(record.related_subjects),
+            department_signature=record.signature,
         )
 
     def disclosed(self, fields: Mapping[str, JsonValue]) -> StoredRecord:

@@ -19,6 +19,7 @@ from certstore.audit import AuditLog, StoredTreeHead
 from certstore.database import Database
 from certstore.field_cipher import FieldCipher
 from certstore.migrate import current, head, upgrade
+from certstore.record_signatures import RecordSignatures
 from certstore.records import RecordRepository
 from certstore.registrations import RegistrationRepository
 from domain.errors import ConfigError, FailedPrecondition, StoreError
@@ -56,6 +57,7 @@ class Hub:
     sharing: SharingCatalogue
     access: AccessDesk
     receipts: ReceiptIssuer | None = None
+    signatures: RecordSignatures | None = None
 
     @classmethod
     def open(cls, settings: Settings, adapters: Sequence[Adapter] | None = None) -> Hub:
@@ -99,6 +101,7 @@ class Hub:
             sharing,
             AccessDesk(sharing, AccessRepository(database), settings.access, audit),
             ReceiptIssuer(library.keys, settings.audit.origin) if settings.audit.receipts else None,
+            RecordSignatures(database),
         )
 
     @property

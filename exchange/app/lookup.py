@@ -155,6 +155,10 @@ class LookupService:
             for record in records:
                 fields = grant.minimize(record.record_type, record.fields)
                 fields_returned.setdefault(record.record_type, set()).update(fields)
+                if record.department_signature and set(fields) != set(record.fields):
+                    # The department signed every field: its JWS would show (and its
+                    # signature confirm guesses of) the fields this caller may not see.
+                    record = replace(record, department_signature=None)
                 served.append(ServedRecord(record, fields, stale))
             sources.append(
                 SourceReport(result.adapter_id, outcome, result.latency, detail, len(records))
@@ -199,7 +203,10 @@ class LookupService:
             view = answer_view(
                 request_id,
                 subject,
-                [ReturnedRecord(r.record, r.fields, r.stale) for r in served],
+                [
+                    ReturnedRecord(r.record, r.fields, r.stale, r.record.department_signature)
+                    for r in served
+                ],
                 [
                     ConsultedSource(
                         s.adapter_id,
@@ -211,8 +218,8 @@ class LookupService:
                 ],
                 partial,
             )
-            receipt = await asyncio.to_thread(
-                self.hub.receipts.issue,
+            # Inline: one Ed25519 signature costs less than a hop to the thread pool.
+            receipt = self.hub.receipts.issue(
                 view,
                 caller=str(caller),
                 subject=subject,
@@ -336,6 +343,13 @@ class LookupService:
                 await self.hub.writer.submit(
                     result.adapter_id, result.department, result.records, fetched, now
                 )
+                signed = {
+                    (r.adapter_id, r.record_type, r.source_record_id): r.department_signature
+                    for r in fetched
+                    if r.department_signature
+                }
+                if signed and self.hub.signatures is not None:
+                    await asyncio.to_thread(self.hub.signatures.keep, signed)
                 answers.append((fetched, False))
             elif result.failed and staleness > 0:
                 recalled = await asyncio.to_thread(
@@ -345,6 +359,21 @@ class LookupService:
                     adapter_ids=[result.adapter_id],
                     fetched_since=now - timedelta(seconds=staleness),
                 )
+                if recalled and self.hub.signatures is not None:
+                    # A stale copy still proves its origin: its department's signature.
+                    kept = await asyncio.to_thread(
+                        self.hub.signatures.find,
+                        [(r.adapter_id, r.record_type, r.source_record_id) for r in recalled],
+                    )
+                    recalled = [
+                        replace(
+                            r,
+                            department_signature=kept.get(
+                                (r.adapter_id, r.record_type, r.source_record_id)
+                            ),
+                        )
+                        for r in recalled
+                    ]
                 answers.append((recalled, bool(recalled)))
             else:
                 answers.append(([], False))

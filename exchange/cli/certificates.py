@@ -69,6 +69,7 @@ trust_app = typer.Typer(
 BUNDLE_FILE = "trust-bundle.jws"
 STATUS_FILE = "status-list.jws"
 ROOT_FILE = "root.jwk.json"
+DEPARTMENT_KEYS_FILE = "department-keys.jws"
 JWKS_FILE = "jwks.json"
 DEFAULT_TRUST_DIR = Path("trust")
 
@@ -546,6 +547,8 @@ def export(
         (out / STATUS_FILE).write_text(answer.status_list + "\n", encoding="ascii")
         (out / ROOT_FILE).write_text(json.dumps(root, indent=2, sort_keys=True) + "\n", "ascii")
         (out / JWKS_FILE).write_text(jwks + "\n", encoding="utf-8")
+        if answer.department_keys:
+            (out / DEPARTMENT_KEYS_FILE).write_text(answer.department_keys + "\n", "ascii")
     except OSError as exc:
         where = exc.filename or out
         raise ConfigError(

@@ -38,6 +38,7 @@ import abc
 import argparse
 import bisect
 import csv
+import hashlib
 import hmac
 import io
 import json
@@ -59,7 +60,8 @@ from types import FrameType
 from typing import Any, Final
 
 import grpc
-from google.protobuf import struct_pb2, timestamp_pb2
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from exchange.demo.world import (
     DEFAULT_COMPANIES,
@@ -74,6 +76,8 @@ from exchange.demo.world import (
     generate_world,
 )
 from exchange.generated import adapters_pb2, adapters_pb2_grpc, common_pb2
+from signing.department import sign_record
+from signing.keys import SigningKey, SoftwareSigningKey
 
 __all__ = [
     "BUSINESS_TABLE",
@@ -175,8 +179,26 @@ def resident_record(resident: Resident) -> adapters_pb2.SourceRecord:
     )
 
 
+def signed_record(record: adapters_pb2.SourceRecord, key: SigningKey) -> adapters_pb2.SourceRecord:
+    """`record` with the registry's own signature (`signing.department`) over it."""
+    fields = {
+        name: int(value) if isinstance(value, float) and value.is_integer() else value
+        for name, value in json_format.MessageToDict(record.fields).items()
+    }
+    record.signature = sign_record(
+        key,
+        record.record_type,
+        record.source_record_id,
+        f"ID_CARD:{record.subject.value}",
+        fields,
+        datetime.now(UTC),
+    )
+    return record
+
+
 class _PopulationService(adapters_pb2_grpc.DepartmentAdapterServicer):
-    def __init__(self, residents: Sequence[Resident]) -> None:
+    def __init__(self, residents: Sequence[Resident], key: SigningKey | None = None) -> None:
+        self.key = key
         ordered = sorted(residents, key=lambda r: r.population_record_id)
         self.by_id_card = {r.id_card: r for r in ordered}
         self.record_ids = [r.population_record_id for r in ordered]
@@ -193,7 +215,10 @@ class _PopulationService(adapters_pb2_grpc.DepartmentAdapterServicer):
         resident = self.by_id_card.get(request.subject.value)
         if resident is None:
             return adapters_pb2.FetchResponse()
-        return adapters_pb2.FetchResponse(records=[resident_record(resident)])
+        record = resident_record(resident)
+        if self.key is not None:  # the registry signs what it answers (not its bulk feed)
+            record = signed_record(record, self.key)
+        return adapters_pb2.FetchResponse(records=[record])
 
     def Changes(
         self, request: adapters_pb2.ChangesRequest, context: grpc.ServicerContext
@@ -222,7 +247,11 @@ class PopulationRegistry(SimulatedDepartment):
     name = "population"
 
     def __init__(self, world: World, port: int = 0) -> None:
-        self.service = _PopulationService(world.registered_residents)
+        # The registry's record-signing key: derived from the world's seed, so a restarted
+        # registry signs with the key the hub was configured with (a demo, not a secret).
+        seed = hashlib.sha256(f"tongban-demo-population-key:{world.seed}".encode()).digest()
+        self.key: SigningKey = SoftwareSigningKey(Ed25519PrivateKey.from_private_bytes(seed))
+        self.service = _PopulationService(world.registered_residents, self.key)
         self.requested_port = port
         self.server: grpc.Server | None = None
 
@@ -238,7 +267,11 @@ class PopulationRegistry(SimulatedDepartment):
             raise OSError(f"cannot listen on {_LOOPBACK}:{self.requested_port}")
         server.start()
         self.server = server
-        return {"port": port, "target": f"{_LOOPBACK}:{port}"}
+        return {
+            "port": port,
+            "target": f"{_LOOPBACK}:{port}",
+            "department_key": self.key.public_jwk(),
+        }
 
     def stop(self) -> None:
         if self.server is not None:

@@ -468,7 +468,10 @@ class DemoWorld:
         realestate = {"realestate.title": ["REAL_ESTATE_CERT", "ID_CARD", "REAL_ESTATE_UNIT"]}
         social_security = {"social_security.enrolment": ["ID_CARD"]}
         return [
-            self._declared("population", "grpc", population, self._population_options()),
+            {
+                **self._declared("population", "grpc", population, self._population_options()),
+                "department_keys": [self.ready("population")["department_key"]],
+            },
             self._declared("business", "sql", business, self._business_options()),
             self._declared("realestate", "http", realestate, self._realestate_options()),
             self._declared(

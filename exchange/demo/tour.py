@@ -115,11 +115,12 @@ class Tour:
         self.story.heading(title)
 
     async def run(self) -> None:
-        await self.story.resident_in_one_call()
+        resident = await self.story.resident_in_one_call()
         company = await self.story.company_by_org_code()
         certificate = await self.issue_licence(company)
         await self.verify_online(certificate)
         await self.verify_offline(certificate)
+        await self.evidence(resident)
         await self.write_qr(certificate)
         await self.revoke_and_verify(certificate)
         await self.story.department_outage()
@@ -179,6 +180,24 @@ class Tour:
             _run_cli, self.console, "trust", "export", "--out", str(trust), "--hub", hub
         )
         await asyncio.to_thread(self._verify_file, token_file, trust)
+
+    async def evidence(self, answer: exchange_pb2.LookupResponse) -> None:
+        """Step: the first lookup's receipt and the registry's signature, checked offline."""
+        self.heading(
+            "留痕可证 / The hall keeps evidence: the hub's receipt, the registry's signature"
+        )
+        receipt, answer_file = self.folder / "lookup.receipt", self.folder / "lookup.answer.json"
+        receipt.write_text(answer.receipt + "\n", encoding="ascii")
+        answer_file.write_text(json_format.MessageToJson(answer, ensure_ascii=False), "utf-8")
+        signed = sum(1 for r in answer.records if r.provenance.department_signature)
+        self.console.print(
+            f"the answer carries the hub's signed receipt; {signed} record(s) carry their "
+            "department's own signature. Checked offline with the exported trust folder:"
+        )
+        await asyncio.to_thread(
+            _run_cli, self.console, "receipt", "verify", str(receipt),
+            "--answer", str(answer_file), "--bundle", str(self.folder / "trust"),
+        )  # fmt: skip
 
     def _verify_file(self, token_file: Path, trust: Path) -> subprocess.CompletedProcess[str]:
         return _run_cli(
@@ -363,7 +382,17 @@ DEMO_MARKER = ".tongban-demo"
 # What a run leaves in its folder; a folder holding only these (an earlier version of
 # the demo wrote no marker) is a demo's too.
 DEMO_ENTRIES = frozenset(
-    {DEMO_MARKER, "departments", "hub", "licence.jws", "licence-qr.png", "trust", "trust-refreshed"}
+    {
+        DEMO_MARKER,
+        "departments",
+        "hub",
+        "licence.jws",
+        "licence-qr.png",
+        "lookup.answer.json",
+        "lookup.receipt",
+        "trust",
+        "trust-refreshed",
+    }
 )
 
 

@@ -28,21 +28,21 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from exchange.generated import common_pb2 as tongban_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tongban/v1/adapters.proto\x12\ntongban.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tongban/v1/common.proto\"P\n\x11RecordTypeBinding\x12\x13\n\x0brecord_type\x18\x01 \x01(\t\x12&\n\tkey_kinds\x18\x02 \x03(\x0e\x32\x13.tongban.v1.KeyKind\"\xcb\x02\n\x0b\x41\x64\x61pterSpec\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x12\n\ndepartment\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x65partment_uscc\x18\x03 \x01(\t\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.tongban.v1.AdapterKind\x12-\n\x06serves\x18\x05 \x03(\x0b\x32\x1d.tongban.v1.RecordTypeBinding\x12)\n\x08settings\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fmax_concurrency\x18\x08 \x01(\x05\x12\x35\n\x12heartbeat_interval\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\"\x82\x02\n\rAdapterHealth\x12\x33\n\x0flast_success_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_error_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12/\n\rcircuit_state\x18\x04 \x01(\x0e\x32\x18.tongban.v1.CircuitState\x12\r\n\x05\x61live\x18\x05 \x01(\x08\x12\x35\n\x11last_heartbeat_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbd\x01\n\x0b\x41\x64\x61pterInfo\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.tongban.v1.AdapterSpec\x12)\n\x06health\x18\x02 \x01(\x0b\x32\x19.tongban.v1.AdapterHealth\x12)\n\x06origin\x18\x03 \x01(\x0e\x32\x19.tongban.v1.AdapterOrigin\x12\x31\n\rregistered_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x0fRegisterRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.tongban.v1.AdapterSpec\"<\n\x10RegisterResponse\x12(\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x17.tongban.v1.AdapterInfo\"\'\n\x11\x44\x65registerRequest\x12\x12\n\nadapter_id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65registerResponse\"\"\n\x0bListRequest\x12\x13\n\x0brecord_type\x18\x01 \x01(\t\"9\n\x0cListResponse\x12)\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x17.tongban.v1.AdapterInfo\"&\n\x10HeartbeatRequest\x12\x12\n\nadapter_id\x18\x01 \x01(\t\"D\n\x11HeartbeatResponse\x12/\n\x0bnext_due_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf1\x01\n\x0cSourceRecord\x12\x13\n\x0brecord_type\x18\x01 \x01(\t\x12\x18\n\x10source_record_id\x18\x02 \x01(\t\x12\'\n\x07subject\x18\x03 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x30\n\x10related_subjects\x18\x04 \x03(\x0b\x32\x16.tongban.v1.SubjectKey\x12\'\n\x06\x66ields\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x0c\x46\x65tchRequest\x12\'\n\x07subject\x18\x01 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x14\n\x0crecord_types\x18\x02 \x03(\t\x12$\n\x07purpose\x18\x03 \x01(\x0b\x32\x13.tongban.v1.Purpose\":\n\rFetchResponse\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.tongban.v1.SourceRecord\"4\n\x0e\x43hangesRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\x05\"X\n\x06\x43hange\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.tongban.v1.ChangeKind\x12(\n\x06record\x18\x02 \x01(\x0b\x32\x18.tongban.v1.SourceRecord\"^\n\x0f\x43hangesResponse\x12#\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x12.tongban.v1.Change\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\x16\n\x0etotal_estimate\x18\x03 \x01(\x03*\x9f\x01\n\x0b\x41\x64\x61pterKind\x12\x1c\n\x18\x41\x44\x41PTER_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x44\x41PTER_KIND_GRPC\x10\x01\x12\x14\n\x10\x41\x44\x41PTER_KIND_SQL\x10\x02\x12\x15\n\x11\x41\x44\x41PTER_KIND_HTTP\x10\x03\x12\x15\n\x11\x41\x44\x41PTER_KIND_FILE\x10\x04\x12\x17\n\x13\x41\x44\x41PTER_KIND_PYTHON\x10\x05*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03*i\n\rAdapterOrigin\x12\x1e\n\x1a\x41\x44\x41PTER_ORIGIN_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41\x44\x41PTER_ORIGIN_CONFIG\x10\x01\x12\x1d\n\x19\x41\x44\x41PTER_ORIGIN_REGISTERED\x10\x02*Y\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43HANGE_KIND_UPSERT\x10\x01\x12\x16\n\x12\x43HANGE_KIND_DELETE\x10\x02\x32\xaa\x02\n\x0f\x41\x64\x61pterRegistry\x12\x45\n\x08Register\x12\x1b.tongban.v1.RegisterRequest\x1a\x1c.tongban.v1.RegisterResponse\x12K\n\nDeregister\x12\x1d.tongban.v1.DeregisterRequest\x1a\x1e.tongban.v1.DeregisterResponse\x12\x39\n\x04List\x12\x17.tongban.v1.ListRequest\x1a\x18.tongban.v1.ListResponse\x12H\n\tHeartbeat\x12\x1c.tongban.v1.HeartbeatRequest\x1a\x1d.tongban.v1.HeartbeatResponse2\x97\x01\n\x11\x44\x65partmentAdapter\x12<\n\x05\x46\x65tch\x12\x18.tongban.v1.FetchRequest\x1a\x19.tongban.v1.FetchResponse\x12\x44\n\x07\x43hanges\x12\x1a.tongban.v1.ChangesRequest\x1a\x1b.tongban.v1.ChangesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tongban/v1/adapters.proto\x12\ntongban.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tongban/v1/common.proto\"P\n\x11RecordTypeBinding\x12\x13\n\x0brecord_type\x18\x01 \x01(\t\x12&\n\tkey_kinds\x18\x02 \x03(\x0e\x32\x13.tongban.v1.KeyKind\"\xcb\x02\n\x0b\x41\x64\x61pterSpec\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x12\n\ndepartment\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x65partment_uscc\x18\x03 \x01(\t\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.tongban.v1.AdapterKind\x12-\n\x06serves\x18\x05 \x03(\x0b\x32\x1d.tongban.v1.RecordTypeBinding\x12)\n\x08settings\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fmax_concurrency\x18\x08 \x01(\x05\x12\x35\n\x12heartbeat_interval\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\"\x82\x02\n\rAdapterHealth\x12\x33\n\x0flast_success_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_error_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12/\n\rcircuit_state\x18\x04 \x01(\x0e\x32\x18.tongban.v1.CircuitState\x12\r\n\x05\x61live\x18\x05 \x01(\x08\x12\x35\n\x11last_heartbeat_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbd\x01\n\x0b\x41\x64\x61pterInfo\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.tongban.v1.AdapterSpec\x12)\n\x06health\x18\x02 \x01(\x0b\x32\x19.tongban.v1.AdapterHealth\x12)\n\x06origin\x18\x03 \x01(\x0e\x32\x19.tongban.v1.AdapterOrigin\x12\x31\n\rregistered_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x0fRegisterRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.tongban.v1.AdapterSpec\"<\n\x10RegisterResponse\x12(\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x17.tongban.v1.AdapterInfo\"\'\n\x11\x44\x65registerRequest\x12\x12\n\nadapter_id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65registerResponse\"\"\n\x0bListRequest\x12\x13\n\x0brecord_type\x18\x01 \x01(\t\"9\n\x0cListResponse\x12)\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x17.tongban.v1.AdapterInfo\"&\n\x10HeartbeatRequest\x12\x12\n\nadapter_id\x18\x01 \x01(\t\"D\n\x11HeartbeatResponse\x12/\n\x0bnext_due_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x84\x02\n\x0cSourceRecord\x12\x13\n\x0brecord_type\x18\x01 \x01(\t\x12\x18\n\x10source_record_id\x18\x02 \x01(\t\x12\'\n\x07subject\x18\x03 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x30\n\x10related_subjects\x18\x04 \x03(\x0b\x32\x16.tongban.v1.SubjectKey\x12\'\n\x06\x66ields\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x07 \x01(\t\"s\n\x0c\x46\x65tchRequest\x12\'\n\x07subject\x18\x01 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x14\n\x0crecord_types\x18\x02 \x03(\t\x12$\n\x07purpose\x18\x03 \x01(\x0b\x32\x13.tongban.v1.Purpose\":\n\rFetchResponse\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.tongban.v1.SourceRecord\"4\n\x0e\x43hangesRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\x05\"X\n\x06\x43hange\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.tongban.v1.ChangeKind\x12(\n\x06record\x18\x02 \x01(\x0b\x32\x18.tongban.v1.SourceRecord\"^\n\x0f\x43hangesResponse\x12#\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x12.tongban.v1.Change\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\x16\n\x0etotal_estimate\x18\x03 \x01(\x03*\x9f\x01\n\x0b\x41\x64\x61pterKind\x12\x1c\n\x18\x41\x44\x41PTER_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x44\x41PTER_KIND_GRPC\x10\x01\x12\x14\n\x10\x41\x44\x41PTER_KIND_SQL\x10\x02\x12\x15\n\x11\x41\x44\x41PTER_KIND_HTTP\x10\x03\x12\x15\n\x11\x41\x44\x41PTER_KIND_FILE\x10\x04\x12\x17\n\x13\x41\x44\x41PTER_KIND_PYTHON\x10\x05*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03*i\n\rAdapterOrigin\x12\x1e\n\x1a\x41\x44\x41PTER_ORIGIN_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41\x44\x41PTER_ORIGIN_CONFIG\x10\x01\x12\x1d\n\x19\x41\x44\x41PTER_ORIGIN_REGISTERED\x10\x02*Y\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43HANGE_KIND_UPSERT\x10\x01\x12\x16\n\x12\x43HANGE_KIND_DELETE\x10\x02\x32\xaa\x02\n\x0f\x41\x64\x61pterRegistry\x12\x45\n\x08Register\x12\x1b.tongban.v1.RegisterRequest\x1a\x1c.tongban.v1.RegisterResponse\x12K\n\nDeregister\x12\x1d.tongban.v1.DeregisterRequest\x1a\x1e.tongban.v1.DeregisterResponse\x12\x39\n\x04List\x12\x17.tongban.v1.ListRequest\x1a\x18.tongban.v1.ListResponse\x12H\n\tHeartbeat\x12\x1c.tongban.v1.HeartbeatRequest\x1a\x1d.tongban.v1.HeartbeatResponse2\x97\x01\n\x11\x44\x65partmentAdapter\x12<\n\x05\x46\x65tch\x12\x18.tongban.v1.FetchRequest\x1a\x19.tongban.v1.FetchResponse\x12\x44\n\x07\x43hanges\x12\x1a.tongban.v1.ChangesRequest\x1a\x1b.tongban.v1.ChangesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.generated.adapters_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ADAPTERKIND']._serialized_start=2080
-  _globals['_ADAPTERKIND']._serialized_end=2239
-  _globals['_CIRCUITSTATE']._serialized_start=2241
-  _globals['_CIRCUITSTATE']._serialized_end=2365
-  _globals['_ADAPTERORIGIN']._serialized_start=2367
-  _globals['_ADAPTERORIGIN']._serialized_end=2472
-  _globals['_CHANGEKIND']._serialized_start=2474
-  _globals['_CHANGEKIND']._serialized_end=2563
+  _globals['_ADAPTERKIND']._serialized_start=2099
+  _globals['_ADAPTERKIND']._serialized_end=2258
+  _globals['_CIRCUITSTATE']._serialized_start=2260
+  _globals['_CIRCUITSTATE']._serialized_end=2384
+  _globals['_ADAPTERORIGIN']._serialized_start=2386
+  _globals['_ADAPTERORIGIN']._serialized_end=2491
+  _globals['_CHANGEKIND']._serialized_start=2493
+  _globals['_CHANGEKIND']._serialized_end=2582
   _globals['_RECORDTYPEBINDING']._serialized_start=161
   _globals['_RECORDTYPEBINDING']._serialized_end=241
   _globals['_ADAPTERSPEC']._serialized_start=244
@@ -68,19 +68,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEATRESPONSE']._serialized_start=1348
   _globals['_HEARTBEATRESPONSE']._serialized_end=1416
   _globals['_SOURCERECORD']._serialized_start=1419
-  _globals['_SOURCERECORD']._serialized_end=1660
-  _globals['_FETCHREQUEST']._serialized_start=1662
-  _globals['_FETCHREQUEST']._serialized_end=1777
-  _globals['_FETCHRESPONSE']._serialized_start=1779
-  _globals['_FETCHRESPONSE']._serialized_end=1837
-  _globals['_CHANGESREQUEST']._serialized_start=1839
-  _globals['_CHANGESREQUEST']._serialized_end=1891
-  _globals['_CHANGE']._serialized_start=1893
-  _globals['_CHANGE']._serialized_end=1981
-  _globals['_CHANGESRESPONSE']._serialized_start=1983
-  _globals['_CHANGESRESPONSE']._serialized_end=2077
-  _globals['_ADAPTERREGISTRY']._serialized_start=2566
-  _globals['_ADAPTERREGISTRY']._serialized_end=2864
-  _globals['_DEPARTMENTADAPTER']._serialized_start=2867
-  _globals['_DEPARTMENTADAPTER']._serialized_end=3018
+  _globals['_SOURCERECORD']._serialized_end=1679
+  _globals['_FETCHREQUEST']._serialized_start=1681
+  _globals['_FETCHREQUEST']._serialized_end=1796
+  _globals['_FETCHRESPONSE']._serialized_start=1798
+  _globals['_FETCHRESPONSE']._serialized_end=1856
+  _globals['_CHANGESREQUEST']._serialized_start=1858
+  _globals['_CHANGESREQUEST']._serialized_end=1910
+  _globals['_CHANGE']._serialized_start=1912
+  _globals['_CHANGE']._serialized_end=2000
+  _globals['_CHANGESRESPONSE']._serialized_start=2002
+  _globals['_CHANGESRESPONSE']._serialized_end=2096
+  _globals['_ADAPTERREGISTRY']._serialized_start=2585
+  _globals['_ADAPTERREGISTRY']._serialized_end=2883
+  _globals['_DEPARTMENTADAPTER']._serialized_start=2886
+  _globals['_DEPARTMENTADAPTER']._serialized_end=3037
 # @@protoc_insertion_point(module_scope)

@@ -441,9 +441,15 @@ class SourceRecord(_message.Message):
     RELATED_SUBJECTS_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     record_type: _builtins.str
     source_record_id: _builtins.str
     """The record's id in the source system (stable across changes)."""
+    signature: _builtins.str
+    """Optional: the department's compact JWS (typ tongban-record+jws) over this record, by
+    a department key registered with its adapter. The hub rejects a record whose
+    signature does not verify, and passes a good one through to callers.
+    """
     @_builtins.property
     def subject(self) -> _common_pb2.SubjectKey:
         """The subject the record is about."""
@@ -469,10 +475,11 @@ class SourceRecord(_message.Message):
         related_subjects: _abc.Iterable[_common_pb2.SubjectKey] | None = ...,
         fields: _struct_pb2.Struct | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        signature: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "subject", b"subject", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "record_type", b"record_type", "related_subjects", b"related_subjects", "source_record_id", b"source_record_id", "subject", b"subject", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "record_type", b"record_type", "related_subjects", b"related_subjects", "signature", b"signature", "source_record_id", b"source_record_id", "subject", b"subject", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

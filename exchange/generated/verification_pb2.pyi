@@ -12,6 +12,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from exchange.generated import certificates_pb2 as _certificates_pb2
+from exchange.generated import exchange_pb2 as _exchange_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -286,12 +287,18 @@ class GetTrustBundleResponse(_message.Message):
     STATUS_LIST_FIELD_NUMBER: _builtins.int
     ROOT_PUBLIC_JWK_FIELD_NUMBER: _builtins.int
     NEXT_UPDATE_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_KEYS_FIELD_NUMBER: _builtins.int
     trust_bundle: _builtins.str
     """The JWKS of issuer keys, signed by the hub's root key (JWS compact serialization)."""
     status_list: _builtins.str
     """The revocation and suspension status list, signed by the root key."""
     root_public_jwk: _builtins.str
     """The hub's root public key as a JWK (JSON), to be pinned by verifiers."""
+    department_keys: _builtins.str
+    """The departments' record-signing keys (a JWK Set, each key with its adapter id and
+    status), signed by the root key (typ tongban-department-keys+jws); empty when no
+    department signs.
+    """
     @_builtins.property
     def next_update(self) -> _timestamp_pb2.Timestamp:
         """When verifiers should refresh."""
@@ -303,11 +310,91 @@ class GetTrustBundleResponse(_message.Message):
         status_list: _builtins.str = ...,
         root_public_jwk: _builtins.str = ...,
         next_update: _timestamp_pb2.Timestamp | None = ...,
+        department_keys: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["next_update", b"next_update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_update", b"next_update", "root_public_jwk", b"root_public_jwk", "status_list", b"status_list", "trust_bundle", b"trust_bundle"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["department_keys", b"department_keys", "next_update", b"next_update", "root_public_jwk", b"root_public_jwk", "status_list", b"status_list", "trust_bundle", b"trust_bundle"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetTrustBundleResponse: _TypeAlias = GetTrustBundleResponse  # noqa: Y015
+
+@_typing.final
+class VerifyReceiptRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
+    receipt: _builtins.str
+    """The receipt (compact JWS) from LookupResponse.receipt."""
+    @_builtins.property
+    def answer(self) -> _exchange_pb2.LookupResponse:
+        """The answer it is for; unset: only the signature is checked."""
+
+    def __init__(
+        self,
+        *,
+        receipt: _builtins.str = ...,
+        answer: _exchange_pb2.LookupResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "receipt", b"receipt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyReceiptRequest: _TypeAlias = VerifyReceiptRequest  # noqa: Y015
+
+@_typing.final
+class ReceiptCheck(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"signature", "request", "subject", "sources", "record <adapter>/<type>/<id>", ..."""
+    passed: _builtins.bool
+    detail: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        passed: _builtins.bool = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "name", b"name", "passed", b"passed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiptCheck: _TypeAlias = ReceiptCheck  # noqa: Y015
+
+@_typing.final
+class VerifyReceiptResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALID_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    CLAIMS_JSON_FIELD_NUMBER: _builtins.int
+    valid: _builtins.bool
+    claims_json: _builtins.str
+    """The receipt's claims as JSON (RFC 8785), when its signature verified."""
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceiptCheck]: ...
+    def __init__(
+        self,
+        *,
+        valid: _builtins.bool = ...,
+        checks: _abc.Iterable[Global___ReceiptCheck] | None = ...,
+        claims_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "claims_json", b"claims_json", "valid", b"valid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyReceiptResponse: _TypeAlias = VerifyReceiptResponse  # noqa: Y015

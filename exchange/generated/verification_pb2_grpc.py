@@ -50,6 +50,11 @@ class VerificationServiceStub:
                 request_serializer=tongban_dot_v1_dot_verification__pb2.GetTrustBundleRequest.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_verification__pb2.GetTrustBundleResponse.FromString,
                 _registered_method=True)
+        self.VerifyReceipt = channel.unary_unary(
+                '/tongban.v1.VerificationService/VerifyReceipt',
+                request_serializer=tongban_dot_v1_dot_verification__pb2.VerifyReceiptRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_verification__pb2.VerifyReceiptResponse.FromString,
+                _registered_method=True)
 
 
 class VerificationServiceServicer:
@@ -76,6 +81,14 @@ class VerificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyReceipt(self, request, context):
+        """Checks a Lookup answer's receipt (signature by the root key, and, given the answer,
+        that it describes exactly that answer), reporting every check.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VerificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +106,11 @@ def add_VerificationServiceServicer_to_server(servicer, server):
                     servicer.GetTrustBundle,
                     request_deserializer=tongban_dot_v1_dot_verification__pb2.GetTrustBundleRequest.FromString,
                     response_serializer=tongban_dot_v1_dot_verification__pb2.GetTrustBundleResponse.SerializeToString,
+            ),
+            'VerifyReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyReceipt,
+                    request_deserializer=tongban_dot_v1_dot_verification__pb2.VerifyReceiptRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_verification__pb2.VerifyReceiptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +195,33 @@ class VerificationService:
             '/tongban.v1.VerificationService/GetTrustBundle',
             tongban_dot_v1_dot_verification__pb2.GetTrustBundleRequest.SerializeToString,
             tongban_dot_v1_dot_verification__pb2.GetTrustBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.VerificationService/VerifyReceipt',
+            tongban_dot_v1_dot_verification__pb2.VerifyReceiptRequest.SerializeToString,
+            tongban_dot_v1_dot_verification__pb2.VerifyReceiptResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,10 @@ class VerificationServiceStub:
     """Verifies many certificates over one stream; answers carry the request's correlation id."""
     GetTrustBundle: _grpc.UnaryUnaryMultiCallable[_verification_pb2.GetTrustBundleRequest, _verification_pb2.GetTrustBundleResponse]
     """Returns the signed trust bundle and status lists for offline verification."""
+    VerifyReceipt: _grpc.UnaryUnaryMultiCallable[_verification_pb2.VerifyReceiptRequest, _verification_pb2.VerifyReceiptResponse]
+    """Checks a Lookup answer's receipt (signature by the root key, and, given the answer,
+    that it describes exactly that answer), reporting every check.
+    """
 
 @_typing.type_check_only
 class VerificationServiceAsyncStub(VerificationServiceStub):
@@ -51,6 +55,10 @@ class VerificationServiceAsyncStub(VerificationServiceStub):
     """Verifies many certificates over one stream; answers carry the request's correlation id."""
     GetTrustBundle: _aio.UnaryUnaryMultiCallable[_verification_pb2.GetTrustBundleRequest, _verification_pb2.GetTrustBundleResponse]  # type: ignore[assignment]
     """Returns the signed trust bundle and status lists for offline verification."""
+    VerifyReceipt: _aio.UnaryUnaryMultiCallable[_verification_pb2.VerifyReceiptRequest, _verification_pb2.VerifyReceiptResponse]  # type: ignore[assignment]
+    """Checks a Lookup answer's receipt (signature by the root key, and, given the answer,
+    that it describes exactly that answer), reporting every check.
+    """
 
 class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Verifies certificates. Open to every caller."""
@@ -77,5 +85,15 @@ class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_verification_pb2.GetTrustBundleResponse, _abc.Awaitable[_verification_pb2.GetTrustBundleResponse]]:
         """Returns the signed trust bundle and status lists for offline verification."""
+
+    @_abc_1.abstractmethod
+    def VerifyReceipt(
+        self,
+        request: _verification_pb2.VerifyReceiptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_verification_pb2.VerifyReceiptResponse, _abc.Awaitable[_verification_pb2.VerifyReceiptResponse]]:
+        """Checks a Lookup answer's receipt (signature by the root key, and, given the answer,
+        that it describes exactly that answer), reporting every check.
+        """
 
 def add_VerificationServiceServicer_to_server(servicer: VerificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -144,6 +144,12 @@ ROUTES: Final[tuple[Route, ...]] = (
         "Verify many: NDJSON requests in, NDJSON verdicts out, in order",
     ),
     Route(
+        "POST",
+        "/receipts/verify",
+        "tongban.v1.VerificationService/VerifyReceipt",
+        "Check a Lookup answer's receipt, and the answer itself when given",
+    ),
+    Route(
         "GET",
         "/trust-bundle",
         "tongban.v1.VerificationService/GetTrustBundle",

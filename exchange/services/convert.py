@@ -128,6 +128,7 @@ def record_to_proto(
             source_record_id=record.source_record_id,
             fetched_at=timestamp(record.fetched_at),
             content_hash=record.content_hash,
+            department_signature=record.department_signature or "",
         ),
         stale=stale,
     )

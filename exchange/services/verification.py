@@ -16,13 +16,15 @@ from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
 
 from certstore.certificates import StoredCertificate
 from domain.errors import InvalidRequest, NotFound
+from domain.records import canonical_json
 from domain.subjects import parse_key
 from exchange.app.verification import quick_verdict, verify_presented
 from exchange.auth.identity import current_caller
@@ -41,10 +43,14 @@ from exchange.hub import Hub
 from exchange.metrics import CERTIFICATES_VERIFIED
 from exchange.services.certificates import certificate_to_proto, usage_copy_to_proto
 from signing import CheckName, Verdict
+from signing.department import sign_department_keys
+from signing.keys import PublicKey
+from signing.receipt import answer_from_json, verify_receipt
 from signing.usage_copy import CopyCheckName
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+MAX_RECEIPT_CHARS = 1_000_000
 STREAM_READ_AHEAD = 64
 # A stream verifies what has arrived in batches of up to STREAM_BATCH requests, with at
 # most STREAM_BATCHES of them on worker threads at once.
@@ -272,7 +278,46 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             status_list=status_list,
             root_public_jwk=json.dumps(root, sort_keys=True),
             next_update=next_update,
+            department_keys=await asyncio.to_thread(self._department_keys),
         )
+
+    async def VerifyReceipt(
+        self, request: verification_pb2.VerifyReceiptRequest, context: Context
+    ) -> verification_pb2.VerifyReceiptResponse:
+        """Check a receipt against the root key, and against its answer when given."""
+        if not request.receipt:
+            raise InvalidRequest("receipt", "a receipt (compact JWS) is required")
+        if len(request.receipt) > MAX_RECEIPT_CHARS:
+            raise InvalidRequest("receipt", f"longer than {MAX_RECEIPT_CHARS} characters")
+        trust = await asyncio.to_thread(self.hub.certificates.trust.current)
+        _, _, root = trust.require_signed()
+        answer = (
+            answer_from_json(json_format.MessageToDict(request.answer))
+            if request.HasField("answer")
+            else None
+        )
+        verdict = verify_receipt(request.receipt, PublicKey.from_jwk(root), answer)
+        return verification_pb2.VerifyReceiptResponse(
+            valid=verdict.valid,
+            checks=[
+                verification_pb2.ReceiptCheck(name=c.name, passed=c.passed, detail=c.detail)
+                for c in verdict.checks
+            ],
+            claims_json=canonical_json(dict(verdict.claims)).decode() if verdict.claims else "",
+        )
+
+    def _department_keys(self) -> str:
+        """The adapters' department keys signed by the root key ("" when none)."""
+        keys = {
+            a.adapter_id: list(a.spec.department_keys)
+            for a in self.hub.adapters
+            if a.spec.department_keys
+        }
+        manager = self.hub.certificates.keys
+        root = manager.root()
+        if not keys or root is None:
+            return ""
+        return sign_department_keys(keys, manager.open(root), datetime.now(UTC))
 
     async def verify(self, presented: Presented) -> OnlineVerdict:
         """Verify what was presented, online, and count the outcome (see `_verify`)."""

@@ -1,6 +1,6 @@
 """A department service implementing `tongban.v1.DepartmentAdapter`, run as its own process.
 
-    python grpc_department.py [--stream-delay SECONDS] [--port PORT]
+    python grpc_department.py [--stream-delay SECONDS] [--port PORT] [--sign-seed HEX [--forge ID]]
 
 Binds a free loopback port (or PORT, to come back where it was), prints ``READY <port>``
 on stdout, and serves until killed.
@@ -10,6 +10,10 @@ status codes:
 - 320106199003071234 -> NOT_FOUND
 - 440304198511204567 -> PERMISSION_DENIED
 - 310115197208150011 -> RESOURCE_EXHAUSTED
+
+With ``--sign-seed`` (32 bytes in hex, an Ed25519 key) it signs every record it returns
+as a department does (`signing.department`); ``--forge R1`` changes that record's
+fields after signing, as a forger or a broken signer would.
 """
 
 from __future__ import annotations
@@ -17,12 +21,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2, timestamp_pb2
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
+from domain.subjects import normalize
 from exchange.generated import adapters_pb2, adapters_pb2_grpc, common_pb2
+from signing.department import sign_record
+from signing.keys import SoftwareSigningKey
 
 RESIDENT = "population.resident"
 ID_CARD = common_pb2.KEY_KIND_ID_CARD
@@ -86,9 +95,42 @@ CHANGES = [
 ]
 
 
+SIGNED_AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def signing_key(seed_hex: str) -> SoftwareSigningKey:
+    return SoftwareSigningKey(Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed_hex)))
+
+
+def signed(
+    record: adapters_pb2.SourceRecord, key: SoftwareSigningKey, forge: set[str]
+) -> adapters_pb2.SourceRecord:
+    """`record` with the department's signature over it (normalized key, as the hub reads)."""
+    copy = adapters_pb2.SourceRecord()
+    copy.CopyFrom(record)
+    fields = json_format.MessageToDict(record.fields)
+    fields = {
+        k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in fields.items()
+    }
+    subject = f"ID_CARD:{normalize(record.subject.value)}"
+    copy.signature = sign_record(
+        key, record.record_type, record.source_record_id, subject, fields, SIGNED_AT
+    )
+    if record.source_record_id in forge:
+        copy.fields.update({"name": "forged"})
+    return copy
+
+
 class Department(adapters_pb2_grpc.DepartmentAdapterServicer):
-    def __init__(self, stream_delay: float) -> None:
+    def __init__(
+        self,
+        stream_delay: float,
+        key: SoftwareSigningKey | None = None,
+        forge: set[str] | None = None,
+    ) -> None:
         self.stream_delay = stream_delay
+        self.key = key
+        self.forge = forge or set()
 
     async def Fetch(
         self, request: adapters_pb2.FetchRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -100,6 +142,8 @@ class Department(adapters_pb2_grpc.DepartmentAdapterServicer):
             code, details = ERRORS[key]
             await context.abort(code, details)
         records = [r for r in RECORDS.get(key, []) if r.record_type in request.record_types]
+        if self.key is not None:
+            records = [signed(r, self.key, self.forge) for r in records]
         return adapters_pb2.FetchResponse(records=records)
 
     async def Changes(
@@ -118,9 +162,13 @@ class Department(adapters_pb2_grpc.DepartmentAdapterServicer):
             )
 
 
-async def serve(stream_delay: float, port: int) -> None:
+async def serve(
+    stream_delay: float, port: int, key: SoftwareSigningKey | None, forge: set[str]
+) -> None:
     server = grpc.aio.server()
-    adapters_pb2_grpc.add_DepartmentAdapterServicer_to_server(Department(stream_delay), server)
+    adapters_pb2_grpc.add_DepartmentAdapterServicer_to_server(
+        Department(stream_delay, key, forge), server
+    )
     port = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"READY {port}", flush=True)
@@ -131,8 +179,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stream-delay", type=float, default=0.0)
     parser.add_argument("--port", type=int, default=0)
-    arguments = parser.parse_args()
-    asyncio.run(serve(arguments.stream_delay, arguments.port))
+    parser.add_argument("--sign-seed", default=None)
+    parser.add_argument("--forge", action="append", default=[])
+    args = parser.parse_args()
+    key = signing_key(args.sign_seed) if args.sign_seed else None
+    asyncio.run(serve(args.stream_delay, args.port, key, set(args.forge)))
 
 
 if __name__ == "__main__":
