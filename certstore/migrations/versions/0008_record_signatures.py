@@ -1,7 +1,7 @@
 """Department signatures of cached records.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0008_record_signatures
+Revises: 0007_record_key_lookup
 Create Date: 2026-12-03
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0007"
+revision: str = "0008_record_signatures"
+down_revision: str | Sequence[str] | None = "0007_record_key_lookup"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
