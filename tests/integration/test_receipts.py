@@ -94,6 +94,20 @@ async def test_receipts_verify_and_every_tamper_is_named(start_hub, settings, tm
         record_claim = claims["records"][0]
         assert record_claim["content_hash"] == answer.records[0].provenance.content_hash
 
+        # Every BatchLookup item carries its own receipt for its own answer.
+        batch = exchange_pb2_grpc.ExchangeServiceStub(channel).BatchLookup(
+            exchange_pb2.BatchLookupRequest(
+                subjects=[PERSON, COMPANY],
+                purpose=common_pb2.Purpose(case_id="R-B", reason="receipts"),
+            )
+        )
+        items = [item async for item in batch]
+        assert len(items) == 2
+        for item in items:
+            view = answer_from_json(json_format.MessageToDict(item.result))
+            verdict = verify_receipt(item.result.receipt, root, view)
+            assert verdict.valid, verdict.problems()
+
         # The receipt's audit leaf is in the log under a signed tree head.
         proof = await audit_pb2_grpc.AuditServiceStub(channel).GetInclusionProof(
             audit_pb2.GetInclusionProofRequest(leaf_index=claims["audit"]["leaf_index"])
