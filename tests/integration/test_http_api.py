@@ -62,6 +62,21 @@ async def test_lookup_answers_the_proto3_json_of_the_lookup_response(api):
     assert response.headers["X-Request-Id"] == body["requestId"]
 
 
+async def test_the_http_answer_carries_a_receipt_the_hub_verifies(api):
+    body = (await api.post("/lookup", json={"subject": PERSON, "purpose": PURPOSE})).json()
+    assert body["receipt"].count(".") == 2
+    checked = await api.post("/receipts/verify", json={"receipt": body["receipt"], "answer": body})
+    assert checked.status_code == 200
+    assert checked.json()["valid"] is True
+    body["records"][0]["fields"]["name"] = "someone else"
+    tampered = await api.post("/receipts/verify", json={"receipt": body["receipt"], "answer": body})
+    assert tampered.json().get("valid", False) is False
+    failed = [c for c in tampered.json()["checks"] if not c.get("passed")]
+    assert any("its fields were changed" in c["detail"] for c in failed)
+    head = (await api.get("/audit/tree-head", params={"fresh": "true"})).json()
+    assert head["treeHead"]["checkpoint"].startswith("tongban/audit\n")
+
+
 async def test_a_dev_token_is_the_caller_and_its_policy_applies(api):
     token = issue_dev_token(SECRET.encode(), HALL, "hall")
     response = await api.post(
