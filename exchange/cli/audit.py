@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Column, Table
 
 from certstore.audit import AuditLog
 from certstore.certificates import CertificateStore
 from certstore.database import Database
 from domain.errors import ConfigError, TongbanError, VerificationError
+from domain.subjects import KeyKind
 from exchange.audit import verified_tree_heads
 from exchange.cli.client import (
     DevTokenOption,
@@ -26,9 +29,10 @@ from exchange.cli.client import (
     TlsCaOption,
     TlsCertOption,
     TlsKeyOption,
+    answer_json,
 )
 from exchange.cli.server import ConfigOption, _settings
-from exchange.generated import audit_pb2, audit_pb2_grpc
+from exchange.generated import audit_pb2, audit_pb2_grpc, common_pb2
 from signing import checkpoint, merkle
 from signing.keys import PublicKey
 
@@ -333,3 +337,65 @@ def prove(
         ok = False
         lines.append(f"inclusion           FAIL: {exc.message}")
     _finish(ok, lines)
+
+
+@app.command("access")
+def access(
+    kind: Annotated[KeyKind, typer.Argument(help="The subject's key kind.", case_sensitive=False)],
+    value: Annotated[str, typer.Argument(help="The subject's key.")],
+    hub: Annotated[str, typer.Option("--hub", envvar="TONGBAN_HUB", help="HOST:PORT.")] = (
+        "127.0.0.1:50051"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    dev_token: DevTokenOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+) -> None:
+    """The subject's access report: who looked at their data, when, for which case and
+    why, and what they read (AuditService.ListAccess; each entry carries its inclusion
+    proof, which `tongban audit prove --leaf N` checks)."""
+    connection = _hub(hub, dev_token, tls_ca, tls_cert, tls_key)
+    subject = common_pb2.SubjectKey(
+        kind=common_pb2.KeyKind.Value(f"KEY_KIND_{kind.value}"), value=value
+    )
+    entries: list[audit_pb2.AccessEntry] = []
+    token = ""
+    while True:
+        page = connection.call(
+            audit_pb2_grpc.AuditServiceStub,
+            "ListAccess",
+            audit_pb2.ListAccessRequest(subject=subject, page_size=200, page_token=token),
+        )
+        entries.extend(page.entries)
+        token = page.next_page_token
+        if not token:
+            break
+    if as_json:
+        typer.echo(answer_json(audit_pb2.ListAccessResponse(entries=entries)))
+        return
+    console = Console()
+    if not entries:
+        console.print(f"nobody looked at {kind.value} {value} (no entry in the audit log)")
+        return
+    table = Table(
+        "leaf",
+        Column("when (UTC)", no_wrap=True),
+        Column("who", overflow="fold"),
+        Column("case", overflow="fold"),
+        Column("why", overflow="fold"),
+        "outcome",
+        Column("record types read", overflow="fold"),
+        title=f"access report for {kind.value} {value}",
+    )
+    for entry in entries:
+        table.add_row(
+            str(entry.leaf_index),
+            entry.at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+            entry.caller,
+            entry.purpose.case_id,
+            entry.purpose.reason,
+            entry.outcome,
+            "\n".join(entry.record_types),
+        )
+    console.print(table)

@@ -133,6 +133,22 @@ def test_serve_answers_health_reflection_and_lookups_then_stops_on_sigterm(servi
     assert report["serving"] is True
     assert [row["id"] for row in report["adapters"]] == [row["id"] for row in as_data]
 
+    # The resident's access report names the lookups above, with case and reason.
+    report_json = run(
+        "audit", "access", "ID_CARD", "11010519491231002X", "--json",
+        "--hub", f"127.0.0.1:{port}", env=hub_env,
+    )  # fmt: skip
+    assert report_json.returncode == 0, report_json.stderr
+    entries = json.loads(report_json.stdout)["entries"]
+    assert [e["purpose"]["caseId"] for e in entries] == ["C-9"]
+    assert entries[0]["outcome"] == "LOOKUP OK"
+    readable_report = run(
+        "audit", "access", "id_card", "11010519491231002X", "--hub", f"127.0.0.1:{port}",
+        env={**hub_env, "COLUMNS": "160"},
+    )  # fmt: skip
+    assert "access report for ID_CARD" in readable_report.stdout
+    assert "C-9" in readable_report.stdout
+
     nobody = run(
         "lookup", "REAL_ESTATE_UNIT", "320102001001GB00001F00010001", "--case", "C-9",
         "--reason", "test", "--hub", f"127.0.0.1:{port}",
