@@ -178,8 +178,12 @@ class ApiApplication:
                 else:
                     data = messages.from_body(await request.read(), path_values, method.input_type)
                     arguments = messages.parse(data, request_class)
+                for name, value in route.fixed:
+                    setattr(arguments, name, value)
                 if not server_stream:
                     answer = await handler(arguments, context)
+                    if route.media:
+                        return call.finish(_file_response(route, answer, call.request_id))
                     return call.finish(
                         web.json_response(
                             messages.to_json(answer), headers={REQUEST_ID_HEADER: call.request_id}
@@ -193,6 +197,20 @@ class ApiApplication:
                 return await call.fail(exc, self.gate)
 
         return endpoint
+
+
+def _file_response(route: Route, answer: Message, request_id: str) -> web.Response:
+    """A download route's answer: the response's bytes field as the file itself."""
+    name = str(getattr(answer, "file_name", "")) or "download"
+    return web.Response(
+        body=bytes(getattr(answer, route.body_field)),
+        content_type=route.media,
+        headers={
+            REQUEST_ID_HEADER: request_id,
+            # File names are certificate or usage-copy ids: [0-9A-Z.-] only.
+            "Content-Disposition": f'attachment; filename="{name}"',
+        },
+    )
 
 
 def _ndjson_requests(

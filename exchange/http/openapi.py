@@ -176,6 +176,8 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
                 "description": "one JSON object a line; a failure mid-stream is an error line",
             }
         }
+    elif route.media:
+        content = {route.media: {"schema": {"type": "string", "format": "binary"}}}
     else:
         content = {"application/json": {"schema": response_schema}}
     problem = {"application/problem+json": {"schema": _PROBLEM_REF}}

@@ -43,6 +43,12 @@ class Route:
     path: str
     rpc: str
     summary: str = ""
+    # A file download: the answer is the response's bytes field `body_field`, sent as
+    # `media` (with the response's `file_name` as the download name), not JSON.
+    media: str = ""
+    body_field: str = ""
+    # Request fields the route always sets (after parsing what the caller sent).
+    fixed: tuple[tuple[str, bool], ...] = ()
 
     @property
     def service(self) -> str:
@@ -60,7 +66,9 @@ class Route:
 
     @property
     def operation_id(self) -> str:
-        return f"{self.service.rpartition('.')[2]}.{self.method}"
+        base = f"{self.service.rpartition('.')[2]}.{self.method}"
+        # A download serves an RPC that also has its JSON route: a distinct id.
+        return f"{base}.file" if self.media else base
 
 
 ROUTES: Final[tuple[Route, ...]] = (
@@ -82,6 +90,15 @@ ROUTES: Final[tuple[Route, ...]] = (
         "/certificates",
         "tongban.v1.CertificateService/ListByHolder",
         "List a holder's certificates, newest first (holder.kind, holder.value)",
+    ),
+    # Before ``/certificates/{certificate_id}``: routes match in this order.
+    Route(
+        "GET",
+        "/certificates/{certificate_id}.pdf",
+        "tongban.v1.CertificateService/RenderDocument",
+        "Download the certificate as a print-ready PDF (application/pdf)",
+        media="application/pdf",
+        body_field="pdf",
     ),
     Route(
         "GET",
@@ -124,6 +141,15 @@ ROUTES: Final[tuple[Route, ...]] = (
         "/certificates/{certificate_id}/usage-copies",
         "tongban.v1.CertificateService/IssueUsageCopy",
         "Issue a usage copy (加注件) for a case and use cause",
+    ),
+    Route(
+        "POST",
+        "/certificates/{certificate_id}/usage-copy.pdf",
+        "tongban.v1.CertificateService/IssueUsageCopy",
+        "Issue a usage copy and download its watermarked PDF (application/pdf)",
+        media="application/pdf",
+        body_field="pdf",
+        fixed=(("include_pdf", True),),
     ),
     Route(
         "GET",

@@ -741,3 +741,49 @@ async def test_verify_cli_takes_a_copy_token_with_its_certificate(
     assert wrong.returncode == 1
     assert "--certificate: is given only with a usage copy" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+async def test_the_http_api_downloads_documents_and_usage_copies(world: World) -> None:
+    """The same capabilities over HTTP/JSON (served on the HTTP port in dev mode), with
+    the same identity and policy: PDFs as application/pdf, the rest as proto3 JSON, whose
+    names for the holder query are the national interface's."""
+    issued = await _issue(world)
+    hall = {"Authorization": f"Bearer {world.token_for(HALL, 'window-1')}"}
+    stranger = {"Authorization": f"Bearer {world.token_for(STRANGER, 'curious')}"}
+    async with httpx.AsyncClient(base_url=f"{world.public_url}/api/v1") as client:
+        document = await client.get(f"/certificates/{issued.id}.pdf", headers=hall)
+        assert document.status_code == 200, document.text
+        assert document.headers["content-type"] == "application/pdf"
+        assert f'filename="{issued.id}.pdf"' in document.headers["content-disposition"]
+        assert embedded_tokens(document.content).certificate == issued.token
+        refused = await client.get(f"/certificates/{issued.id}.pdf", headers=stranger)
+        assert refused.status_code == 403
+        assert refused.headers["content-type"] == "application/problem+json"
+
+        national = {"holderCode": COMPANY, "holderTypeCode": "001", "useCause": CAUSE}
+        found = await client.get("/holder-certificates", params=national, headers=hall)
+        assert found.status_code == 200, found.text
+        assert [c["id"] for c in found.json()["certificates"]] == [issued.id]
+        no_cause = await client.get(
+            "/holder-certificates", params={**national, "useCause": ""}, headers=hall
+        )
+        assert no_cause.status_code == 400
+        assert "use_cause" in no_cause.text
+
+        ask = {"caseId": CASE, "useCause": CAUSE}
+        copy_pdf = await client.post(
+            f"/certificates/{issued.id}/usage-copy.pdf", json=ask, headers=hall
+        )
+        assert copy_pdf.status_code == 200, copy_pdf.text
+        assert copy_pdf.headers["content-type"] == "application/pdf"
+        tokens = embedded_tokens(copy_pdf.content)
+        assert tokens.certificate == issued.token
+        assert tokens.usage_copy is not None
+
+        copy = await client.post(f"/certificates/{issued.id}/usage-copies", json=ask, headers=hall)
+        assert copy.status_code == 200, copy.text
+        assert copy.json()["usageCopy"]["stampText"].startswith(f"仅供 {HALL}/window-1 办理")
+        verdict = await client.post("/verify", json={"usageCopy": tokens.usage_copy}, headers=hall)
+        assert verdict.status_code == 200, verdict.text
+        assert verdict.json()["verdict"]["valid"] is True
+        assert len(verdict.json()["verdict"]["usageCopyChecks"]) == 4
