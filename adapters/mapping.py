@@ -13,9 +13,12 @@ a field path such as ``options.mappings[0].key_field``.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
+import types
+import typing
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta, timezone
@@ -272,17 +275,28 @@ def parse_options(model: type[Options], options: Mapping[str, Any]) -> Options:
     try:
         return model.model_validate(dict(options))
     except ValidationError as exc:
-        raise options_error(exc) from exc
+        raise options_error(exc, model=model) from exc
 
 
-def options_error(exc: ValidationError, prefix: str = "options") -> InvalidRequest:
-    """The first error of `exc` as `InvalidRequest`, with a path like ``options.a[0].b``."""
-    first = exc.errors()[0]
+def options_error(
+    exc: ValidationError, prefix: str = "options", model: type[BaseModel] | None = None
+) -> InvalidRequest:
+    """The first error of `exc` as `InvalidRequest`, with a path like ``options.a[0].b``.
+
+    A misspelled option (unknown, and so a required one missing) is named first, with the
+    closest option `model` knows at that place (``did you mean 'base_url'?``).
+    """
+    errors = exc.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     path = prefix
     for part in first["loc"]:
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     if first["type"] == "extra_forbidden":
         rule = "unknown option"
+        known = _fields_at(model, first["loc"][:-1]) if model is not None else set()
+        close = difflib.get_close_matches(str(first["loc"][-1]), sorted(known), n=1)
+        if close:
+            rule += f"; did you mean {close[0]!r}?"
     elif first["type"] == "missing":
         rule = "required"
     else:
@@ -290,6 +304,23 @@ def options_error(exc: ValidationError, prefix: str = "options") -> InvalidReque
     if exc.error_count() > 1:
         rule += f" (and {exc.error_count() - 1} more)"
     return InvalidRequest(path, rule)
+
+
+def _fields_at(model: Any, loc: Sequence[int | str]) -> set[str]:
+    """The option names the model at `loc` (inside `model`) knows; empty when none."""
+    for part in loc:
+        if isinstance(part, int):
+            args = typing.get_args(model)
+            model = args[0] if args else None
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return set()
+        model = fields[part].annotation
+        if typing.get_origin(model) in (types.UnionType, typing.Union):
+            model = next((a for a in typing.get_args(model) if a is not type(None)), None)
+    fields = getattr(model, "model_fields", None) or {}
+    return {field.alias or name for name, field in fields.items()}
 
 
 def record_matches(record: SourceRecord, subject: SubjectKey) -> bool:

@@ -7,9 +7,11 @@ Environment variables use ``__`` between levels: ``TONGBAN_SERVER__LISTEN=0.0.0.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Collection
 from datetime import date
 from pathlib import Path
@@ -730,15 +732,20 @@ def _config_error(exc: ValidationError, flags: Collection[str] = ()) -> ConfigEr
 
     `flags` are the dotted settings given as explicit overrides (command-line flags).
     """
-    first = exc.errors()[0]
+    errors = exc.errors()
+    # A misspelled key is both unknown and a missing required one: name the misspelling.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     message = first["msg"].removeprefix("Value error, ")
     extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if not first["loc"]:
         # A rule across settings: its message names the settings involved.
         return ConfigError("configuration", f"{message}{extra}")
-    setting = ".".join(str(p) for p in first["loc"])
+    setting = setting_path(first["loc"])
     if first["type"] == "extra_forbidden":
-        return ConfigError(setting, f"unknown setting{extra}; check its name and section")
+        known = _fields_at(first["loc"][:-1])
+        close = difflib.get_close_matches(str(first["loc"][-1]), sorted(known), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "check its name and section"
+        return ConfigError(setting, f"unknown setting; {hint}{extra}")
     if setting in flags:
         return ConfigError(setting, f"{message}{extra} (given on the command line)")
     kind = _setting_kind(first["loc"])
@@ -748,6 +755,30 @@ def _config_error(exc: ValidationError, flags: Collection[str] = ()) -> ConfigEr
     if kind == "value":
         where += " or " + ENV_PREFIX + "__".join(str(p) for p in first["loc"]).upper()
     return ConfigError(setting, f"{message}{extra}; set it in {where}")
+
+
+def setting_path(loc: Collection[int | str]) -> str:
+    """A setting's path as people write it: ``adapters[2].options.base_url``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> set[str]:
+    """The setting names the model at `loc` knows (empty when `loc` is no model)."""
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, int):
+            args = typing.get_args(model)
+            model = args[0] if args else None
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return set()
+        model = fields[part].annotation
+    fields = getattr(model, "model_fields", None) or {}
+    return {field.alias or name for name, field in fields.items()}
 
 
 def _setting_kind(loc: tuple[int | str, ...]) -> Literal["value", "section", "listed"]:

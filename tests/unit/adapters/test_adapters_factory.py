@@ -78,6 +78,13 @@ BAD_OPTIONS: list[tuple[str, dict[str, Any], str, str]] = [
         "cert_file and key_file go together",
     ),
     ("grpc", {"deadline": 3}, "deadline", "unknown option"),
+    ("grpc", {"targt": "127.0.0.1:1"}, "targt", "unknown option; did you mean 'target'?"),
+    (
+        "http",
+        {**GOOD_OPTIONS["http"], "fetch": {"pth": "/r/{key}"}},
+        "fetch.pth",
+        "unknown option; did you mean 'path'?",
+    ),
     ("sql", {"url": "mysql://x@y/z"}, "url", "must start with sqlite:///, postgresql+psycopg://"),
     ("sql", {"url": "oracle+oracledb://x@y/z"}, "url", "must start with sqlite:///"),
     ("sql", {"url": "sqlite://"}, "url", "a SQLite source must be a database file"),

@@ -75,7 +75,7 @@ BAD_CONFIGS = [
         "adapter with unknown key kind",
         '[record_types."x.y"]\n[[adapters]]\nid = "a"\nkind = "python"\ndepartment = "d"\n'
         'serves = [{ record_type = "x.y", key_kinds = ["PASSPORT"] }]\n',
-        "adapters.0.serves.0.key_kinds.0",
+        "adapters[0].serves[0].key_kinds[0]",
         "ID_CARD",
     ),
     (
@@ -83,9 +83,17 @@ BAD_CONFIGS = [
         '[record_types."x.y"]\n[[adapters]]\nid = "a"\nkind = "python"\ndepartment = "d"\n'
         'department_uscc = "91350100M000100Y44"\n'
         'serves = [{ record_type = "x.y", key_kinds = ["ID_CARD"] }]\n',
-        "adapters.0.department_uscc",
+        "adapters[0].department_uscc",
         "check character",
     ),
+    (
+        "misspelled adapter key",
+        '[record_types."x.y"]\n[[adapters]]\nid = "a"\nknd = "python"\ndepartment = "d"\n'
+        'serves = [{ record_type = "x.y", key_kinds = ["ID_CARD"] }]\n',
+        "adapters[0].knd",
+        "unknown setting; did you mean 'kind'?",
+    ),
+    ("misspelled section", "[servr]\nlisten = 1\n", "servr", "did you mean 'server'?"),
     ("not toml", "[server\n", "tongban.toml", "not valid TOML"),
     (
         "production without tls",
@@ -103,13 +111,13 @@ BAD_CONFIGS = [
     (
         "policy caller shape",
         '[[policies]]\ncaller = "hall"\n',
-        "policies.0.caller",
+        "policies[0].caller",
         "<USCC>/<system>",
     ),
     (
         "policy reason pattern",
         '[[policies]]\ncaller = "91350100M000100Y43/hall"\nreasons = ["("]\n',
-        "policies.0.reasons",
+        "policies[0].reasons",
         "reason pattern",
     ),
 ]

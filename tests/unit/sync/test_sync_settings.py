@@ -46,7 +46,7 @@ def test_defaults_and_schedules() -> None:
         ),
         (
             {"schedules": [{"name": "x", "adapter": "hrss.enrolment"}]},
-            "sync.schedules.0",
+            "sync.schedules[0]",
             "set exactly one of cron and every_seconds",
         ),
         (
@@ -55,12 +55,12 @@ def test_defaults_and_schedules() -> None:
                     {"name": "x", "adapter": "hrss.enrolment", "cron": "0 2 * *"},
                 ]
             },
-            "sync.schedules.0",
+            "sync.schedules[0]",
             "5 fields",
         ),
         (
             {"schedules": [{"name": "x", "adapter": "hrss.enrolment", "cron": "0 0 30 2 *"}]},
-            "sync.schedules.0",
+            "sync.schedules[0]",
             "never matches",
         ),
         (
@@ -75,7 +75,7 @@ def test_defaults_and_schedules() -> None:
         ),
         (
             {"schedules": [{"name": "Bad Name", "adapter": "hrss.enrolment", "every_seconds": 9}]},
-            "sync.schedules.0.name",
+            "sync.schedules[0].name",
             "lower-case letters",
         ),
         ({"heartbeat_seconds": 30, "lease_seconds": 30}, "sync", "shorter than lease_seconds"),
@@ -87,7 +87,7 @@ def test_defaults_and_schedules() -> None:
                     {"name": "x", "adapter": "hrss.enrolment", "every_seconds": 9, "mode": "both"}
                 ]
             },
-            "sync.schedules.0.mode",
+            "sync.schedules[0].mode",
             "'full' or 'incremental'",
         ),
     ],
