@@ -30,6 +30,7 @@ from exchange.generated import (  # noqa: F401
     verification_pb2,
 )
 from exchange.http.routes import Route
+from exchange.services.wire_checks import check_message
 
 # Well-known types whose JSON form is a string (and so may be a query parameter).
 STRING_WELL_KNOWN: Final = frozenset(
@@ -192,6 +193,9 @@ def parse(data: Any, cls: type[Message]) -> Message:
         # json_format raises these bare for some wrong types: find the field ourselves.
         located = _wrong_type(data, descriptor_of(cls), "")
         raise located or InvalidRequest("body", f"not a valid {cls.DESCRIPTOR.name}") from exc
+    # The wire rules every gRPC request passes too: no control characters, finite
+    # numbers, Timestamps and Durations in range (issue 17 §2, §3).
+    check_message(message)
     return message
 
 

@@ -115,6 +115,21 @@ async def test_a_dev_token_is_the_caller_and_its_policy_applies(api):
             "max_staleness",
             "must not be negative",
         ),
+        # The wire rules of every gRPC request hold over HTTP too (issue 17 §2, §3).
+        (
+            json.dumps(
+                {"subject": PERSON, "purpose": {"caseId": "x\u0000y", "reason": "企业开办"}}
+            ).encode(),
+            "purpose.case_id",
+            "control character U+0000",
+        ),
+        (
+            json.dumps(
+                {"subject": PERSON, "purpose": PURPOSE, "maxStaleness": "100000000000s"}
+            ).encode(),
+            "max_staleness",
+            "must be at most",
+        ),
     ],
 )
 async def test_bad_input_is_a_400_problem_naming_the_field(api, body, field, rule):
