@@ -253,7 +253,13 @@ class HubServer:
         runner = web.AppRunner(self.api.standalone(), access_log=None)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=tls).start()
+            await web.TCPSite(
+                runner,
+                host.strip("[]"),
+                int(port),
+                ssl_context=tls,
+                reuse_port=self.reuse_port or None,
+            ).start()
         except OSError as exc:
             await runner.cleanup()
             await self.stop(grace=0)

@@ -2,7 +2,7 @@
 once per tick.
 
 The supervisor starts two worker processes; both must hold a listening socket on the
-same gRPC port (SO_REUSEPORT) and answer on it, and the sync schedule they both run
+same gRPC and HTTP API ports (SO_REUSEPORT) and answer on them, and the sync schedule they both run
 must create one job per tick, each claimed by one worker. SIGTERM stops them all.
 """
 
@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
@@ -132,7 +133,7 @@ def test_two_workers_share_the_port_and_run_each_tick_once(
             {"name": "every-2s", "adapter": FILE_ADAPTER, "every_seconds": 2, "mode": "full"}
         ],
     )
-    port = free_port()
+    port, api_port = free_port(), free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as output:
         supervisor = subprocess.Popen(
@@ -148,6 +149,7 @@ def test_two_workers_share_the_port_and_run_each_tick_once(
             ],
             stdout=output,
             stderr=output,
+            env={**os.environ, "TONGBAN_HTTP__API_LISTEN": f"127.0.0.1:{api_port}"},
         )
     database = Database.from_url(database_url)
     jobs = SyncJobRepository(database)
@@ -158,12 +160,21 @@ def test_two_workers_share_the_port_and_run_each_tick_once(
         )
         # Both workers hold a socket listening on the one port: neither failed to bind.
         wait_for(
-            lambda: all(holds_socket(pid, listening_inodes(port)) for pid in workers),
-            "both workers listening on the port",
+            lambda: all(
+                holds_socket(pid, listening_inodes(port))
+                and holds_socket(pid, listening_inodes(api_port))
+                for pid in workers
+            ),
+            "both workers listening on the gRPC and HTTP API ports",
         )
         assert len(workers) == 2
         # Fresh connections, spread over the workers by the kernel, are all answered.
         assert all(wait_for(lambda: serving(port), "SERVING") for _ in range(8))
+        for _ in range(4):
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{api_port}/api/v1/openapi.json", timeout=10
+            ) as answer:
+                assert answer.status == 200
         wait_for(
             lambda: len(jobs.list_jobs(states=[JobState.SUCCEEDED])) >= 3,
             "three scheduled runs",
