@@ -79,9 +79,14 @@ class _Chained:
 class ChainLog:
     """The audit log as it was before the Merkle tree: a hash chain and a head row."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, merkle_log: AuditLog) -> None:
         self._database = database
+        # Everything but appends (the hub's periodic tree-head signing) goes to the tree.
+        self._merkle_log = merkle_log
         _legacy.create_all(database.engine)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._merkle_log, name)
 
     def append(self, entries: Sequence[AuditEntry]) -> list[_Chained]:
         with self._database.core_transaction() as connection:
@@ -128,7 +133,7 @@ async def _lookup_cost(folder: Path) -> Ratio:
     server = await _hub(folder / "lookup", [OneRecord(_spec("one"))])
     hub = server.hub
     merkle_log, receipts = hub.audit.store, hub.receipts
-    chain_log: Any = ChainLog(hub.database)
+    chain_log: Any = ChainLog(hub.database, merkle_log)
     request = exchange_pb2.LookupRequest(subject=SUBJECT, purpose=PURPOSE)
     rounds: list[tuple[float, float]] = []
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
