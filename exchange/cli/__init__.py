@@ -48,6 +48,7 @@ app = typer.Typer(
 app.command("serve")(server.serve)
 app.command("demo")(server.demo)
 app.command("lookup")(client.lookup)
+app.command("lookup-batch")(client.lookup_batch)
 app.command("status")(status.status)
 app.command("verify")(certificates.verify)
 app.add_typer(server.db_app, name="db")

@@ -284,3 +284,108 @@ def print_lookup(response: exchange_pb2.LookupResponse, console: Console) -> Non
         console.print(table)
     if response.partial:
         console.print("[yellow]partial answer: not every source answered[/]")
+
+
+def lookup_batch(
+    subjects_file: Annotated[
+        Path,
+        typer.Argument(
+            help="One subject a line, KIND VALUE (ID_CARD 11010519491231002X); # comments."
+        ),
+    ],
+    case: Annotated[str, typer.Option("--case", help="Case id these lookups serve.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why the data is needed.")],
+    types: Annotated[
+        list[str] | None, typer.Option("--types", "-t", help="Record types (repeatable).")
+    ] = None,
+    hub: HubOption = "127.0.0.1:50051",
+    deadline: Annotated[float, typer.Option(help="Seconds for the whole batch.")] = 60.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON answer a line, in the hub's order.")
+    ] = False,
+    dev_token: DevTokenOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+) -> None:
+    """Look up many subjects in one call (ExchangeService.BatchLookup, streamed back)."""
+    if not 0 < deadline <= MAX_DEADLINE_SECONDS:
+        raise ConfigError(
+            "--deadline", f"must be more than 0 and at most {MAX_DEADLINE_SECONDS} seconds"
+        )
+    subjects = _read_subjects(subjects_file)
+    request = exchange_pb2.BatchLookupRequest(
+        subjects=subjects,
+        record_types=types or [],
+        purpose=common_pb2.Purpose(case_id=case, reason=reason),
+    )
+    connection = HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key)
+    table = Table("#", "subject", "outcome", "records", "sources")
+    failed = 0
+    with connection.channel() as channel:
+        try:
+            for answer in exchange_pb2_grpc.ExchangeServiceStub(channel).BatchLookup(
+                request, timeout=deadline
+            ):
+                if as_json:
+                    typer.echo(
+                        json.dumps(_integral(json_format.MessageToDict(answer)), ensure_ascii=False)
+                    )
+                    continue
+                kind = common_pb2.KeyKind.Name(answer.subject.kind).removeprefix("KEY_KIND_")
+                if answer.HasField("error"):
+                    failed += 1
+                    outcome = f"{answer.error.code}: {answer.error.message}"
+                    table.add_row(
+                        str(answer.index), f"{kind} {answer.subject.value}", outcome, "-", "-"
+                    )
+                    continue
+                result = answer.result
+                sources = ", ".join(
+                    f"{s.adapter_id} "
+                    + common_pb2.SourceOutcome.Name(s.outcome).removeprefix("SOURCE_OUTCOME_")
+                    for s in result.sources
+                )
+                table.add_row(
+                    str(answer.index),
+                    f"{kind} {answer.subject.value}",
+                    "partial" if result.partial else "complete",
+                    str(len(result.records)),
+                    sources or "no source serves this key kind",
+                )
+        except grpc.RpcError as exc:
+            raise HubCallError(f"{exc.code().name}: {exc.details()}") from exc
+    if not as_json:
+        Console().print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _read_subjects(path: Path) -> list[common_pb2.SubjectKey]:
+    """Raises `ConfigError` naming SUBJECTS_FILE for an unreadable file or a bad line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("SUBJECTS_FILE", f"cannot read {path}: {exc}") from exc
+    subjects = []
+    for number, line in enumerate(lines, start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        kind, _, value = text.partition(" ")
+        try:
+            key_kind = KeyKind(kind.upper())
+        except ValueError:
+            raise ConfigError(
+                "SUBJECTS_FILE",
+                f"line {number}: {kind!r} is no key kind (one of "
+                f"{', '.join(k.value for k in KeyKind)})",
+            ) from None
+        subjects.append(
+            common_pb2.SubjectKey(
+                kind=common_pb2.KeyKind.Value(f"KEY_KIND_{key_kind.value}"), value=value.strip()
+            )
+        )
+    if not subjects:
+        raise ConfigError("SUBJECTS_FILE", f"{path} names no subject")
+    return subjects

@@ -149,6 +149,24 @@ def test_serve_answers_health_reflection_and_lookups_then_stops_on_sigterm(servi
     assert "access report for ID_CARD" in readable_report.stdout
     assert "C-9" in readable_report.stdout
 
+    # Many subjects in one call: a bad key is its own row, the others are answered.
+    subjects = hub_env["TONGBAN_DATA_DIR"] + "/subjects.txt"
+    Path(subjects).write_text(
+        "# hall batch\nID_CARD 11010519491231002X\nUSCC 91350100M000100Y43\nID_CARD 123\n"
+    )
+    batch = run(
+        "lookup-batch", subjects, "--case", "C-9", "--reason", "test", "--json",
+        "--hub", f"127.0.0.1:{port}", env=hub_env,
+    )  # fmt: skip
+    assert batch.returncode == 0, batch.stderr
+    answers = sorted(
+        (json.loads(line) for line in batch.stdout.splitlines()), key=lambda a: a.get("index", 0)
+    )
+    assert [("result" in a, "error" in a) for a in answers] == [
+        (True, False), (True, False), (False, True)
+    ]  # fmt: skip
+    assert answers[2]["error"]["code"] == "INVALID_ARGUMENT"
+
     nobody = run(
         "lookup", "REAL_ESTATE_UNIT", "320102001001GB00001F00010001", "--case", "C-9",
         "--reason", "test", "--hub", f"127.0.0.1:{port}",
