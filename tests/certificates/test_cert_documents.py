@@ -787,3 +787,33 @@ async def test_the_http_api_downloads_documents_and_usage_copies(world: World) -
         assert verdict.status_code == 200, verdict.text
         assert verdict.json()["verdict"]["valid"] is True
         assert len(verdict.json()["verdict"]["usageCopyChecks"]) == 4
+
+
+async def test_cli_holder_query_then_usage_copy(
+    world: World, tmp_path: Path, tongban_cli: Any
+) -> None:
+    issued = await _issue(world)
+    hub = ["--hub", world.grpc_address, "--dev-token", world.token_for(HALL, "window-1")]
+    found = await tongban_cli(
+        "cert", "holder-query", "--holder-code", COMPANY, "--holder-type-code", "001",
+        "--use-cause", CAUSE, *hub,
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert issued.id in found.stdout
+    refused = await tongban_cli(
+        "cert", "holder-query", "--holder-code", COMPANY, "--holder-type-code", "414",
+        "--use-cause", CAUSE, *hub,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "holder_type_code" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    pdf, token = tmp_path / "copy.pdf", tmp_path / "copy.jws"
+    made = await tongban_cli(
+        "cert", "usage-copy", issued.id, "--case-id", CASE, "--use-cause", CAUSE,
+        "--days", "3", "--out", str(pdf), "--token-out", str(token), *hub,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert f"仅供 {HALL}/window-1 办理 {CAUSE}（{CASE}）使用" in made.stdout
+    tokens = embedded_tokens(pdf.read_bytes())
+    assert tokens.usage_copy == token.read_text().strip()
