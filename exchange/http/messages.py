@@ -6,7 +6,9 @@ table without per-RPC code. Bad input is always `InvalidRequest` naming the fiel
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from typing import Any, Final, cast
 
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.internal import type_checkers
 from google.protobuf.message import Message
 
 from domain.errors import InvalidRequest
@@ -261,5 +264,81 @@ def _parse_problem(text: str, root: str) -> InvalidRequest:
 
 
 def to_json(message: Message) -> dict[str, Any]:
-    """`message` by the proto3 JSON mapping (lowerCamelCase names, enums by name)."""
-    return json_format.MessageToDict(message)
+    """`message` by the proto3 JSON mapping (lowerCamelCase names, enums by name).
+
+    The same output as `json_format.MessageToDict` (a unit test holds them equal), in a
+    fraction of its time: only set fields are visited, with no per-field dispatch tables
+    rebuilt per call. Well-known types other than Timestamp and Duration are handed to
+    json_format itself.
+    """
+    encoded: dict[str, Any] = _object(message)
+    return encoded
+
+
+_INT64_TYPES: Final = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
+def _object(message: Message) -> Any:
+    name = message.DESCRIPTOR.full_name
+    if name in ("google.protobuf.Timestamp", "google.protobuf.Duration"):
+        return message.ToJsonString()  # type: ignore[attr-defined]
+    if name == "google.protobuf.Struct":
+        return {k: _struct_value(v) for k, v in message.fields.items()}  # type: ignore[attr-defined]
+    if name.startswith("google.protobuf."):
+        return json_format.MessageToDict(message)
+    out: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            out[field.json_name] = {str(k): _value(value_field, v) for k, v in value.items()}
+        elif field.is_repeated:
+            out[field.json_name] = [_value(field, v) for v in value]
+        else:
+            out[field.json_name] = _value(field, value)
+    return out
+
+
+def _struct_value(value: Any) -> Any:
+    """A `google.protobuf.Value` as JSON (numbers stay doubles, as json_format keeps them)."""
+    which = value.WhichOneof("kind")
+    if which is None or which == "null_value":
+        return None
+    if which == "number_value":
+        number = value.number_value
+        if math.isinf(number) or math.isnan(number):
+            raise ValueError("Value.number_value cannot be Infinity or NaN in JSON")
+        return number
+    if which == "struct_value":
+        return {k: _struct_value(v) for k, v in value.struct_value.fields.items()}
+    if which == "list_value":
+        return [_struct_value(v) for v in value.list_value.values]
+    return getattr(value, which)
+
+
+def _value(field: FieldDescriptor, value: Any) -> Any:
+    kind = field.type
+    if field.message_type is not None:
+        return _object(value)
+    if kind == FieldDescriptor.TYPE_ENUM:
+        known = field.enum_type.values_by_number.get(value) if field.enum_type else None
+        return known.name if known is not None else value
+    if kind in _INT64_TYPES:
+        return str(value)
+    if kind == FieldDescriptor.TYPE_BYTES:
+        return base64.b64encode(value).decode("ascii")
+    if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        if kind == FieldDescriptor.TYPE_FLOAT:
+            return type_checkers.ToShortestFloat(value)
+    return value
