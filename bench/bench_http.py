@@ -50,6 +50,8 @@ def _rate(core: str, url: str, body: Path, headers: list[str], *, h1: bool) -> f
     )  # fmt: skip
     ok = re.search(r"status codes: (\d+) 2xx", answer.stdout)
     assert ok, answer.stdout
+    if int(ok.group(1)) == 0:
+        print(answer.stdout[-800:])
     return int(ok.group(1)) / SECONDS
 
 
