@@ -144,6 +144,18 @@ def _checks_table(title: str, rows: Sequence[tuple[str, str, bool, str]]) -> str
     )
 
 
+# Said beside content that did not verify, in both languages: a Chinese-only reader
+# must be told too.
+_CLAIMED = ' （声明内容，未经验证）<span class="en">(claimed, not verified)</span>'
+
+
+def _revoked(verdict: Verdict) -> bool:
+    return any(
+        c.name is CheckName.STATUS and not c.passed and "revoked" in c.reason.lower()
+        for c in verdict.checks
+    )
+
+
 def _certificate_checks(verdict: Verdict) -> list[tuple[str, str, bool, str]]:
     return [(*_CHECK_LABELS[c.name], c.passed, c.reason) for c in verdict.checks]
 
@@ -154,6 +166,11 @@ def render_verdict(verdict: Verdict, shown: ShownFields | None = None) -> str:
         banner = (
             '<div class="verdict valid">✔ 证照有效 <span class="en">Valid certificate</span></div>'
         )
+    elif _revoked(verdict):
+        banner = (
+            '<div class="verdict invalid">✘ 证照已吊销 '
+            '<span class="en">This certificate was REVOKED</span></div>'
+        )
     else:
         banner = (
             '<div class="verdict invalid">✘ 证照无效 '
@@ -161,7 +178,7 @@ def render_verdict(verdict: Verdict, shown: ShownFields | None = None) -> str:
         )
     rows = []
     if verdict.certificate is not None:
-        claimed = "" if verdict.valid else ' <span class="en">(claimed, not verified)</span>'
+        claimed = "" if verdict.valid else _CLAIMED
         rows.append(_facts_table(verdict.certificate, claimed, shown))
     rows.append(
         _checks_table("核验项 <span class='en'>Checks</span>", _certificate_checks(verdict))
@@ -187,7 +204,7 @@ def render_copy_verdict(verdict: UsageCopyVerdict, shown: ShownFields | None = N
             '<div class="verdict invalid">✘ 加注件无效 '
             '<span class="en">This usage copy is NOT valid</span></div>'
         )
-    claimed = "" if verdict.valid else ' <span class="en">(claimed, not verified)</span>'
+    claimed = "" if verdict.valid else _CLAIMED
     parts = [banner]
     copy = verdict.usage_copy
     if copy is not None:

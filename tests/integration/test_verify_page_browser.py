@@ -87,7 +87,8 @@ async def test_valid_tampered_and_revoked_certificates_in_a_browser(start_hub, b
 
     await page.goto(f"{base}/v/{revoked.id}")
     text = await page.inner_text("body")
-    assert "证照无效" in text
+    assert "证照已吊销" in text  # says what happened, not only 证照无效
+    assert "声明内容，未经验证" in text  # a Chinese-only reader is told too
     status_row = await page.inner_text("tr:has-text('未被吊销或中止')")
     assert "未通过" in status_row
     await page.screenshot(path=str(SCREENSHOTS / "verify-revoked.png"), full_page=True)
