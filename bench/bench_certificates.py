@@ -1,12 +1,12 @@
 """E-certificate benchmarks on a real hub: verification over gRPC, and issuance rates.
 
-- `VerifyStream` over gRPC against raw Ed25519 verify (target >= 0.40). A `tongban
+- `VerifyStream` over gRPC against raw Ed25519 verify (target >= 0.50). A `tongban
   serve` process on a temporary SQLite store issues 256 business licences; this process
   then streams them back for verification over one VerifyStream call (writer and reader
   running concurrently, as a bulk verifier would) while the hub verifies them. The
   baseline is `Ed25519PublicKey.verify` on the same tokens' signing inputs, here.
 - The in-process `Verifier`, built from the bundle and status list the hub published,
-  on the same hub-issued tokens (target >= 0.80; `bench_verify` measures it on its own).
+  on the same hub-issued tokens (target >= 0.90; `bench_verify` measures it on its own).
 - Issue + sign + store on SQLite, in process: one certificate per transaction, and 100
   per transaction (`CertificateLifecycle.issue_many`), with their audit entries.
   Reported against the raw Ed25519 sign rate and against each other.
@@ -210,7 +210,7 @@ def _verify_stream(hub: _Hub, tokens: list[str], raw_key: Ed25519PublicKey) -> R
         name="verify: VerifyStream over gRPC vs raw Ed25519",
         measured=measured,
         baseline=baseline,
-        target=0.40,
+        target=0.50,
         unit="verifies/s",
     )
 

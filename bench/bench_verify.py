@@ -3,7 +3,7 @@
 Both sides work through the same N real certificate tokens: the baseline calls
 `Ed25519PublicKey.verify` on each token's signing input; the measured side calls
 `Verifier.verify` on the token (parse, claims, six checks, verdict). The target says
-the verifier's own work costs at most a quarter of the signature check.
+the verifier's own work costs at most a ninth of the signature check (issue 15: >= 0.9).
 
 The verifier is interpreter-bound and the baseline is not, so a busy neighbour on a
 shared CPU slows the measured side more than the baseline: compare runs on a quiet
@@ -132,6 +132,6 @@ def compare_in_process(
         name=name,
         measured=measured,
         baseline=baseline,
-        target=0.80,
+        target=0.90,
         unit="verifies/s",
     )
