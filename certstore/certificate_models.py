@@ -32,7 +32,7 @@ REQUEST_ID_LENGTH: Final = 128
 FINGERPRINT_LENGTH: Final = 64
 KID_LENGTH: Final = 64
 KEY_OWNER_LENGTH: Final = 32
-ALG_LENGTH: Final = 8
+ALG_LENGTH: Final = 16
 MATERIAL_KIND_LENGTH: Final = 32
 
 ROOT_OWNER: Final = "root"
@@ -81,6 +81,11 @@ class CertificateRow(Base):
     kid: Mapped[str] = mapped_column(sa.String(KID_LENGTH), sa.ForeignKey("signing_keys.kid"))
     # The JWS compact serialization: the certificate's content and its signature.
     token: Mapped[str] = mapped_column(sa.Text)
+    # A dual-signed certificate: the second issuer key and its token over the same payload.
+    second_kid: Mapped[str | None] = mapped_column(
+        sa.String(KID_LENGTH), sa.ForeignKey("signing_keys.kid")
+    )
+    second_token: Mapped[str | None] = mapped_column(sa.Text)
     request_id: Mapped[str] = mapped_column(sa.String(REQUEST_ID_LENGTH))
     # SHA-256 of the request a retry must repeat exactly.
     request_fingerprint: Mapped[str] = mapped_column(sa.String(FINGERPRINT_LENGTH))
@@ -92,16 +97,18 @@ class SigningKeyRow(Base):
     __tablename__ = "signing_keys"
     __table_args__ = (
         sa.CheckConstraint("status IN ('active', 'retired', 'compromised')", name="status"),
-        sa.CheckConstraint("alg IN ('EdDSA', 'ES256')", name="alg"),
+        sa.CheckConstraint("alg IN ('EdDSA', 'ES256', 'SM3withSM2')", name="alg"),
         # Defence in depth: the database itself refuses a private key in clear.
         sa.CheckConstraint(
             f"material_kind <> '{MATERIAL_ENCRYPTED_PKCS8}' "
             f"OR private_material LIKE '{_ENCRYPTED_PEM_PREFIX}%'",
             name="encrypted_material",
         ),
+        # One active key per owner and algorithm: a dual-signed type signs with two.
         sa.Index(
-            "ix_signing_keys_one_active_per_owner",
+            "ix_signing_keys_one_active_per_owner_alg",
             "owner",
+            "alg",
             unique=True,
             sqlite_where=_ACTIVE,
             postgresql_where=_ACTIVE,

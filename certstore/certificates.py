@@ -78,11 +78,19 @@ class StoredCertificate:
     successor_id: str | None
     request_id: str
     request_fingerprint: str
+    # Dual-signed: the second token, the same payload signed by a key of another algorithm.
+    second_token: str | None = None
+    second_kid: str | None = None
 
     @property
     def id(self) -> str:
         """The certificate identifier."""
         return self.certificate.id
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """Every signed token of the certificate, the primary first."""
+        return (self.token,) if self.second_token is None else (self.token, self.second_token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +154,8 @@ def _certificate_from_row(row: CertificateRow) -> StoredCertificate:
         successor_id=row.successor_id,
         request_id=row.request_id,
         request_fingerprint=row.request_fingerprint,
+        second_token=row.second_token,
+        second_kid=row.second_kid,
     )
 
 
@@ -299,6 +309,8 @@ class CertificateWrite:
                     "status_list_index": stored.certificate.status_list_index,
                     "kid": stored.kid,
                     "token": stored.token,
+                    "second_kid": stored.second_kid,
+                    "second_token": stored.second_token,
                     "request_id": stored.request_id,
                     "request_fingerprint": stored.request_fingerprint,
                 }
@@ -399,7 +411,10 @@ class CertificateWrite:
             self._session.scalar(
                 sa.select(sa.func.count())
                 .select_from(CertificateRow)
-                .where(CertificateRow.kid == kid, CertificateRow.issued_at >= since)
+                .where(
+                    sa.or_(CertificateRow.kid == kid, CertificateRow.second_kid == kid),
+                    CertificateRow.issued_at >= since,
+                )
             )
             or 0
         )

@@ -6,7 +6,6 @@ translate to protobuf. ORM rows and protobuf messages never travel past their bo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from typing import Any
 
 import rfc8785
 
+from domain.crypto import HashAlg
 from domain.errors import InvalidRequest
 from domain.subjects import SubjectKey
 
@@ -82,7 +82,13 @@ class StoredRecord:
 
     @classmethod
     def of(
-        cls, record: SourceRecord, *, adapter_id: str, department: str, fetched_at: datetime
+        cls,
+        record: SourceRecord,
+        *,
+        adapter_id: str,
+        department: str,
+        fetched_at: datetime,
+        hash_alg: HashAlg = HashAlg.SHA256,
     ) -> StoredRecord:
         """`record` with its provenance. Raises `InvalidRequest` for non-JSON fields."""
         fields = dict(record.fields)
@@ -94,7 +100,7 @@ class StoredRecord:
             department=department,
             source_record_id=record.source_record_id,
             fetched_at=fetched_at,
-            content_hash=content_hash(fields),
+            content_hash=content_hash(fields, hash_alg),
             related_subjects=tuple(record.related_subjects),
             department_signature=record.signature,
         )
@@ -169,9 +175,10 @@ def _has_lone_surrogate(text: str) -> bool:
     return not text.isascii() and _SURROGATE.search(text) is not None
 
 
-def content_hash(fields: Mapping[str, JsonValue]) -> str:
-    """Return ``sha256:<hex>`` over the RFC 8785 canonical JSON of `fields`.
+def content_hash(fields: Mapping[str, JsonValue], alg: HashAlg = HashAlg.SHA256) -> str:
+    """Return ``<alg>:<hex>`` (``sha256:…`` or ``sm3:…``) over the RFC 8785 canonical
+    JSON of `fields`; the prefix says which hash each stored row used.
 
     Raises `InvalidRequest` when the fields cannot be represented as canonical JSON.
     """
-    return "sha256:" + hashlib.sha256(canonical_json(dict(fields))).hexdigest()
+    return alg.tagged(canonical_json(dict(fields)))

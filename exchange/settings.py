@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from domain.adapter_settings import AdapterKindName, AdapterSettings
 from domain.adapter_settings import RecordTypeBinding as RecordTypeBinding
+from domain.crypto import CryptoSuite
 from domain.errors import ConfigError, InvalidKey
 from domain.field_types import FieldType
 from domain.subjects import KeyKind, parse_key
@@ -44,6 +45,9 @@ _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 _CERTIFICATE_TYPE_CODE = re.compile(r"^[0-9A-Z]{1,64}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# JWS `alg` names, with "SM2" accepted as shorthand for SM3withSM2.
+SigningAlgorithm = Literal["EdDSA", "ES256", "SM3withSM2", "SM2"]
 
 
 class _Section(BaseModel):
@@ -404,6 +408,10 @@ class CertificateTypeSettings(_Section):
     verifier_fields: list[str] = Field(default_factory=list)
     # How long a usage copy (加注件) is valid at most; never beyond the certificate.
     usage_copy_validity_days: int = Field(default=30, ge=1, le=3660)
+    # The algorithms its certificates are signed with: one, or two for a dual-signed type
+    # (the same payload signed by the issuer's key of each; the first is the primary,
+    # the one the QR code carries). None: the hub's signing algorithm.
+    algorithms: list[SigningAlgorithm] | None = Field(default=None, min_length=1, max_length=2)
 
     @field_validator("issuer_uscc")
     @classmethod
@@ -430,7 +438,27 @@ class CertificateTypeSettings(_Section):
             unknown = [name for name in names if name not in declared]
             if unknown:
                 raise ValueError(f"{where}: {unknown[0]!r} is not a field of this type")
+        if self.algorithms is not None:
+            named = [_full_alg(a) for a in self.algorithms]
+            if len(set(named)) != len(named):
+                raise ValueError("algorithms: a dual-signed type names two different algorithms")
         return self
+
+
+def _full_alg(name: str) -> str:
+    return "SM3withSM2" if name == "SM2" else name
+
+
+class CryptoSettings(_Section):
+    """The hub-wide crypto suite: `international` or `gm` (SM2/SM3/SM4).
+
+    `gm`: newly generated keys are SM2 (unless `[signing] algorithm` says otherwise),
+    record content hashes and the audit chain use SM3, cached fields are sealed with
+    SM4-GCM. Rows keep saying which hash or cipher made them, so a store switches
+    suites without rewriting what it holds.
+    """
+
+    suite: CryptoSuite = CryptoSuite.INTERNATIONAL
 
 
 class SigningSettings(_Section):
@@ -442,7 +470,8 @@ class SigningSettings(_Section):
     `<data_dir>/keys/signing.passphrase` (mode 0600); production mode cannot sign.
     """
 
-    algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
+    # The algorithm of newly generated keys (None: the crypto suite's, EdDSA or SM2).
+    algorithm: SigningAlgorithm | None = None
     passphrase_env: str | None = None
     passphrase_file: Path | None = None
     # Generate missing root and issuer keys at start (None: in dev mode only).
@@ -544,8 +573,22 @@ class Settings(BaseSettings):
     registration: RegistrationSettings = RegistrationSettings()
     sync: SyncSettings = SyncSettings()
     signing: SigningSettings = SigningSettings()
+    crypto: CryptoSettings = CryptoSettings()
     # E-certificate types by type code (the <type> of the GB/T 36904 identifier).
     certificate_types: dict[str, CertificateTypeSettings] = Field(default_factory=dict)
+
+    @property
+    def signing_algorithm(self) -> str:
+        """The JWS `alg` of newly generated keys: `[signing] algorithm`, else the suite's."""
+        chosen = self.signing.algorithm
+        return self.crypto.suite.signing_alg if chosen is None else _full_alg(chosen)
+
+    def type_algorithms(self, code: str) -> tuple[str, ...]:
+        """The algorithms certificate type `code` is signed with, primary first."""
+        declared = self.certificate_types[code].algorithms
+        if declared is None:
+            return (self.signing_algorithm,)
+        return tuple(_full_alg(a) for a in declared)
 
     @field_validator("certificate_types")
     @classmethod

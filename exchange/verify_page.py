@@ -21,10 +21,12 @@ from aiohttp import web
 from domain.errors import InvalidKey, NotFound, TongbanError
 from domain.subjects import parse_key
 from exchange.certificates.verification import Presented, PresentedKind
-from signing import Certificate, CheckName, Verdict
+from signing import Certificate, CheckName, SuiteResult, Verdict
 from signing.usage_copy import CopyCheckName, UsageCopyVerdict
 
-PageVerdict = Verdict | UsageCopyVerdict
+# A certificate's verdict may come with how each of its tokens fared (dual-signed).
+PageVerdict = Verdict | UsageCopyVerdict | tuple[Verdict, Sequence[SuiteResult]]
+_SUITE_LABELS = {"international": ("国际算法", "international"), "gm": ("国密算法", "GM (SM2/SM3)")}
 VerifyFunction = Callable[[Presented], Awaitable[PageVerdict]]
 # (Chinese label, English label, value) of each data field shown to verifiers.
 ShownFields = Callable[[Certificate], Sequence[tuple[str, str, str]]]
@@ -160,8 +162,34 @@ def _certificate_checks(verdict: Verdict) -> list[tuple[str, str, bool, str]]:
     return [(*_CHECK_LABELS[c.name], c.passed, c.reason) for c in verdict.checks]
 
 
-def render_verdict(verdict: Verdict, shown: ShownFields | None = None) -> str:
-    """The verdict page: the certificate as it states itself, and every check."""
+def render_suites(suites: Sequence[SuiteResult]) -> str:
+    """Which signature suites verified: one row per token of the certificate."""
+    rows = []
+    for suite in suites:
+        zh, en = _SUITE_LABELS.get(suite.suite, (suite.suite, suite.suite))
+        result = (
+            '<td class="pass">已验证 <span class="en">verified</span></td>'
+            if suite.valid
+            else '<td class="fail">未通过 <span class="en">failed</span></td>'
+        )
+        rows.append(
+            f"<tr><td>{escape(zh)} <span class='en'>{escape(en)}</span></td>"
+            f"<td>{escape(suite.alg)}</td>{result}"
+            f"<td>{escape('; '.join(suite.reasons))}</td></tr>"
+        )
+    return (
+        "<h2>签名算法 <span class='en'>Signatures</span></h2><table>"
+        "<tr><th>算法体系 <span class='en'>Suite</span></th><th>alg</th>"
+        "<th>结果 <span class='en'>Result</span></th>"
+        f"<th>说明 <span class='en'>Detail</span></th></tr>{''.join(rows)}</table>"
+    )
+
+
+def render_verdict(
+    verdict: Verdict, shown: ShownFields | None = None, suites: Sequence[SuiteResult] = ()
+) -> str:
+    """The verdict page: the certificate as it states itself, every check, and which
+    signature suites verified."""
     if verdict.valid:
         banner = (
             '<div class="verdict valid">✔ 证照有效 <span class="en">Valid certificate</span></div>'
@@ -183,6 +211,8 @@ def render_verdict(verdict: Verdict, shown: ShownFields | None = None) -> str:
     rows.append(
         _checks_table("核验项 <span class='en'>Checks</span>", _certificate_checks(verdict))
     )
+    if suites:
+        rows.append(render_suites(suites))
     return _page(
         "核验结果 / Verification result",
         "<h1>核验结果 <span class='en'>Verification result</span></h1>"
@@ -306,6 +336,8 @@ def add_verification_routes(
             )
         if isinstance(verdict, UsageCopyVerdict):
             page = render_copy_verdict(verdict, shown)
+        elif isinstance(verdict, tuple):
+            page = render_verdict(verdict[0], shown, verdict[1])
         else:
             page = render_verdict(verdict, shown)
         return web.Response(text=page, content_type="text/html")

@@ -22,7 +22,7 @@ from certstore.cursors import last_synced
 from exchange.auth.identity import set_current_caller
 from exchange.auth.policy import Caller
 from exchange.certificates.documents import field_text
-from exchange.certificates.verification import Presented
+from exchange.certificates.verification import OnlineVerdict, Presented
 from exchange.hub import Hub
 from exchange.services.verification import VerificationServicer
 from exchange.verify_page import PageVerdict, add_verification_routes
@@ -105,6 +105,8 @@ class OperatorWeb:
         (a lookup by id is audited under the holder, as made by the public page)."""
         set_current_caller(PUBLIC_PAGE)
         online = await self._verification.verify_any(presented)
+        if isinstance(online, OnlineVerdict) and online.suites:
+            return online.verdict, online.suites
         return online.verdict
 
     def shown_fields(self, certificate: Certificate) -> list[tuple[str, str, str]]:

@@ -3,7 +3,7 @@
 A token is `b64url(header) "." b64url(payload) "." b64url(signature)`. The header is
 `{"alg", "kid", "typ"}`; the payload is RFC 8785 canonical JSON. Parsing refuses
 anything a careless verifier might be tricked by: `alg: none` and every algorithm
-other than EdDSA and ES256, `crit` extensions (none are understood), non-canonical
+other than EdDSA, ES256 and SM3withSM2, `crit` extensions (none are understood), non-canonical
 base64url, duplicate JSON members, and a `typ` other than the one expected, so that
 a trust bundle can never be passed off as a certificate, nor the reverse.
 """
@@ -25,7 +25,7 @@ TYP_TRUST_BUNDLE = "tongban-trust-bundle+jws"
 TYP_STATUS_LIST = "tongban-status-list+jws"
 
 _ACCEPTED_ALGS = {alg.value: alg for alg in Algorithm}
-_SIGNATURE_BYTES = 64  # Ed25519 (RFC 8032 §5.1.6) and ES256 r||s (RFC 7518 §3.4)
+_SIGNATURE_BYTES = 64  # Ed25519 (RFC 8032 §5.1.6), ES256 r||s (RFC 7518 §3.4), SM2 r||s
 MAX_TOKEN_CHARS = 1 << 20
 MAX_HEADER_CHARS = 1024  # ours are ~130; the bound also caps the header cache's memory
 
@@ -69,7 +69,7 @@ def parse_compact(token: str, *, typ: str) -> CompactJWS:
 
     Raises:
         MalformedToken: not exactly three strict base64url parts; the header is not a
-            JSON object; `alg` is missing, `none` or not EdDSA/ES256; `crit` or `b64` is
+            JSON object; `alg` is missing, `none` or not EdDSA/ES256/SM3withSM2; `crit` or `b64` is
             present; `kid` is missing; `typ` is not `typ`; the signature is not 64 bytes;
             the token is over 1 MiB or its header over 1 KiB.
     """
@@ -116,7 +116,9 @@ def _parse_header(encoded_header: str) -> tuple[Mapping[str, JSONValue], Algorit
         raise MalformedToken("header: alg 'none' (an unsecured JWS) is never accepted")
     accepted = _ACCEPTED_ALGS.get(alg)
     if accepted is None:
-        raise MalformedToken(f"header: alg {alg!r} is not accepted; only EdDSA and ES256")
+        raise MalformedToken(
+            f"header: alg {alg!r} is not accepted; only EdDSA, ES256 and SM3withSM2"
+        )
     # RFC 7515 §4.1.11: a recipient must reject a JWS whose `crit` names an extension
     # it does not understand; Tongban understands none.
     if "crit" in header:

@@ -1,8 +1,9 @@
-"""Signing keys and public keys: Ed25519 (`EdDSA`, the default) and ECDSA P-256 (`ES256`).
+"""Signing keys and public keys: Ed25519 (`EdDSA`, the default), ECDSA P-256 (`ES256`)
+and SM2 over SM3 (`SM3withSM2`, GB/T 32918.2; see `signing.sm2`).
 
 A `SigningKey` is anything with a `kid`, an `alg`, a public JWK and a `sign()` method,
 so an HSM-backed key can stand in for the `SoftwareSigningKey` kept here. Signatures are
-in JOSE form (RFC 7518 §3.4: ES256 is the 64-byte `r || s`, not DER). The `kid` is the
+in JOSE form (RFC 7518 §3.4: ES256 and SM2 are the 64-byte `r || s`, not DER). The `kid` is the
 RFC 7638 JWK thumbprint. Private keys leave this module only as encrypted PKCS#8.
 """
 
@@ -34,13 +35,33 @@ from domain.errors import InvalidRequest
 from signing.base64url import b64url_decode, b64url_encode
 from signing.canonical import JSONValue, canonicalize
 from signing.errors import KeyMaterialError, SignatureInvalid, WrongPassphrase
+from signing.sm2 import Sm2PrivateKey, Sm2PublicKey
 
 
 class Algorithm(StrEnum):
-    """JWS `alg` values Tongban signs and accepts (RFC 7518 §3.1, RFC 8037 §3.1)."""
+    """JWS `alg` values Tongban signs and accepts (RFC 7518 §3.1, RFC 8037 §3.1).
+
+    SM2 has no IANA JWS name; `SM3withSM2` is the name Chinese JOSE/JWT stacks use
+    (BouncyCastle's and Hutool's algorithm name). `Algorithm("SM2")` is accepted as a
+    shorthand where a person types it (CLI, configuration); tokens carry the full name.
+    """
 
     EDDSA = "EdDSA"
     ES256 = "ES256"
+    SM2 = "SM3withSM2"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Algorithm | None:
+        if isinstance(value, str):
+            for member in cls:
+                if value.lower() in (member.value.lower(), member.name.lower()):
+                    return member
+        return None
+
+    @property
+    def suite(self) -> str:
+        """`gm` for SM2, `international` for the others."""
+        return "gm" if self is Algorithm.SM2 else "international"
 
 
 # RFC 7638 §3.2: the required members of each key type, the only ones hashed.
@@ -91,8 +112,8 @@ class SigningKey(Protocol):
         ...
 
 
-PublicKeyObject = Ed25519PublicKey | ec.EllipticCurvePublicKey
-PrivateKeyObject = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+PublicKeyObject = Ed25519PublicKey | ec.EllipticCurvePublicKey | Sm2PublicKey
+PrivateKeyObject = Ed25519PrivateKey | ec.EllipticCurvePrivateKey | Sm2PrivateKey
 
 
 class PublicKey:
@@ -107,7 +128,7 @@ class PublicKey:
         """Wrap a `cryptography` public key.
 
         Raises:
-            KeyMaterialError: not an Ed25519 or P-256 key.
+            KeyMaterialError: not an Ed25519, P-256 or SM2 key.
         """
         self._key = key
         self._verify: Callable[[bytes, bytes], None]
@@ -126,6 +147,11 @@ class PublicKey:
                 "y": b64url_encode(numbers.y.to_bytes(_P256_COORDINATE, "big")),
             }
             self._verify = self._verify_es256
+        elif isinstance(key, Sm2PublicKey):
+            self._alg = Algorithm.SM2
+            # The JWK form of the issue's profile: EC / crv "SM2", 32-byte coordinates.
+            jwk = {"kty": "EC", "crv": "SM2", "x": b64url_encode(key.x), "y": b64url_encode(key.y)}
+            self._verify = key.verify
         else:
             raise KeyMaterialError(f"unsupported public key type {type(key).__name__}")
         self._kid = jwk_thumbprint(jwk)
@@ -133,7 +159,7 @@ class PublicKey:
 
     @classmethod
     def from_jwk(cls, jwk: Mapping[str, object]) -> PublicKey:
-        """Load a public JWK: OKP/Ed25519 or EC/P-256.
+        """Load a public JWK: OKP/Ed25519, EC/P-256 or EC/SM2.
 
         `alg`, `use`, `key_ops` and `kid` are optional, but when present they must agree
         with the key (`kid` must be its RFC 7638 thumbprint).
@@ -157,6 +183,8 @@ class PublicKey:
                 key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
             except ValueError as exc:
                 raise KeyMaterialError(f"JWK point is not on P-256: {exc}") from exc
+        elif kty == "EC" and crv == "SM2":
+            key = Sm2PublicKey(_coordinate(jwk, "x"), _coordinate(jwk, "y"))
         else:
             raise KeyMaterialError(f"unsupported JWK kty={kty!r} crv={crv!r}")
         public = cls(key)
@@ -190,6 +218,8 @@ class PublicKey:
         """
         try:
             self._verify(signature, data)
+        except SignatureInvalid as exc:
+            raise SignatureInvalid(f"signature does not verify with key {self._kid}") from exc
         except InvalidSignature:
             raise SignatureInvalid(f"signature does not verify with key {self._kid}") from None
 
@@ -239,6 +269,7 @@ _OID_HMAC_SHA256 = bytes.fromhex("06082a864886f70d0209")  # 1.2.840.113549.2.9
 _OID_AES256_CBC = bytes.fromhex("060960864801650304012a")  # 2.16.840.1.101.3.4.1.42
 _DER_NULL = b"\x05\x00"
 _PEM_LABEL = b"ENCRYPTED PRIVATE KEY"
+_SM2_CURVE_OID_TEXT = "1.2.156.10197.1.301"
 
 
 def _der(tag: int, body: bytes) -> bytes:
@@ -299,11 +330,14 @@ class SoftwareSigningKey:
         """Wrap a `cryptography` private key.
 
         Raises:
-            KeyMaterialError: not an Ed25519 or P-256 key.
+            KeyMaterialError: not an Ed25519, P-256 or SM2 key.
         """
+        self._private = private_key
+        if isinstance(private_key, Sm2PrivateKey):
+            self._public = PublicKey(private_key.public)
+            return
         if not isinstance(private_key, Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
             raise KeyMaterialError(f"unsupported private key type {type(private_key).__name__}")
-        self._private = private_key
         self._public = PublicKey(private_key.public_key())
 
     @property
@@ -313,7 +347,7 @@ class SoftwareSigningKey:
 
     @property
     def alg(self) -> Algorithm:
-        """`EdDSA` or `ES256`, fixed by the key type."""
+        """`EdDSA`, `ES256` or `SM3withSM2`, fixed by the key type."""
         return self._public.alg
 
     def public_key(self) -> PublicKey:
@@ -325,8 +359,8 @@ class SoftwareSigningKey:
         return self._public.jwk()
 
     def sign(self, data: bytes) -> bytes:
-        """The JOSE-form signature of `data`: Ed25519, or ES256 as 64-byte `r || s`."""
-        if isinstance(self._private, Ed25519PrivateKey):
+        """The JOSE-form signature of `data`: Ed25519, or ES256 / SM2 as 64-byte `r || s`."""
+        if isinstance(self._private, Ed25519PrivateKey | Sm2PrivateKey):
             return self._private.sign(data)
         r, s = decode_dss_signature(self._private.sign(data, _ECDSA_SHA256))
         return r.to_bytes(_P256_COORDINATE, "big") + s.to_bytes(_P256_COORDINATE, "big")
@@ -334,18 +368,22 @@ class SoftwareSigningKey:
     def to_encrypted_pkcs8(self, passphrase: bytes) -> bytes:
         """PEM `ENCRYPTED PRIVATE KEY`: PBES2, PBKDF2-HMAC-SHA256 (600,000 rounds), AES-256-CBC.
 
-        OpenSSL reads it (`openssl pkey -in key.pem`).
+        OpenSSL reads it (`openssl pkey -in key.pem`). An SM2 key is the PKCS#8 of
+        id-ecPublicKey with the curve OID sm2p256v1, 1.2.156.10197.1.301.
 
         Raises:
             InvalidRequest: the passphrase is empty.
         """
         if not passphrase:
             raise InvalidRequest("passphrase", "must not be empty")
-        plain = self._private.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        if isinstance(self._private, Sm2PrivateKey):
+            plain = self._private.pkcs8_der()
+        else:
+            plain = self._private.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
         return _encrypt_pkcs8(plain, passphrase)
 
     @classmethod
@@ -355,7 +393,7 @@ class SoftwareSigningKey:
         Raises:
             WrongPassphrase: the passphrase does not decrypt the key.
             KeyMaterialError: not an encrypted PKCS#8 key (an unencrypted key is refused
-                too), or a key type other than Ed25519 and P-256.
+                too), or a key type other than Ed25519, P-256 and SM2.
         """
         if not passphrase:
             raise WrongPassphrase("empty passphrase")
@@ -370,6 +408,9 @@ class SoftwareSigningKey:
                 "the key is not encrypted; refusing a clear private key"
             ) from exc
         except UnsupportedAlgorithm as exc:
+            # `cryptography` decrypted the key but has no SM2 curve: it names the OID.
+            if _SM2_CURVE_OID_TEXT in str(exc):
+                return cls(Sm2PrivateKey.from_encrypted_pkcs8(data, passphrase, pem=is_pem))
             raise KeyMaterialError(f"unsupported key encryption: {exc}") from exc
         except ValueError as exc:
             # A well-formed encrypted key asks for a password (TypeError) when given
@@ -394,13 +435,18 @@ class SoftwareSigningKey:
 
 
 def generate(alg: Algorithm | str = Algorithm.EDDSA) -> SoftwareSigningKey:
-    """A fresh software key for `alg` (`EdDSA`, the default, or `ES256`).
+    """A fresh software key for `alg` (`EdDSA`, the default, `ES256` or `SM3withSM2`).
 
     Raises:
-        InvalidRequest: `alg` is neither.
+        InvalidRequest: `alg` is none of them.
+        KeyMaterialError: SM2 was asked for and OpenSSL 3 is missing.
     """
     if alg == Algorithm.EDDSA:
         return SoftwareSigningKey(Ed25519PrivateKey.generate())
     if alg == Algorithm.ES256:
         return SoftwareSigningKey(ec.generate_private_key(ec.SECP256R1()))
-    raise InvalidRequest("alg", f"unsupported signing algorithm {alg!r}; use EdDSA or ES256")
+    if alg == Algorithm.SM2 or alg == "SM2":
+        return SoftwareSigningKey(Sm2PrivateKey.generate())
+    raise InvalidRequest(
+        "alg", f"unsupported signing algorithm {alg!r}; use EdDSA, ES256 or SM3withSM2 (SM2)"
+    )

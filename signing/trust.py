@@ -35,7 +35,7 @@ from signing import _root_signed
 from signing.canonical import JSONObject
 from signing.errors import KeyMaterialError, MalformedDocument
 from signing.jws import TYP_TRUST_BUNDLE
-from signing.keys import PublicKey, SigningKey
+from signing.keys import Algorithm, PublicKey, SigningKey
 from signing.timestamps import format_rfc3339, parse_rfc3339, to_utc_second
 
 _USCC_SHAPE = re.compile(r"[0-9A-HJ-NP-RTUW-Y]{18}", re.ASCII)
@@ -196,11 +196,12 @@ def _keys_from_jwks(data: Mapping[str, object], kind: str) -> tuple[TrustedKey, 
 class KeyRing:
     """All issuer keys the hub has ever trusted, with pure lifecycle transitions.
 
-    Invariants: one entry per kid; at most one active key per issuer USCC.
+    Invariants: one entry per kid; at most one active key per issuer USCC and
+    algorithm (an issuer of dual-signed certificates holds, say, an EdDSA and an SM2 key).
 
     Raises (on construction):
         AlreadyExists: two entries share a kid.
-        FailedPrecondition: an issuer has two active keys.
+        FailedPrecondition: an issuer has two active keys of one algorithm.
     """
 
     keys: tuple[TrustedKey, ...] = ()
@@ -210,9 +211,11 @@ class KeyRing:
         kids = [k.kid for k in self.keys]
         if len(set(kids)) != len(kids):
             raise AlreadyExists("the key ring lists a kid twice")
-        active = [k.issuer_uscc for k in self.keys if k.status is KeyStatus.ACTIVE]
+        active = [
+            (k.issuer_uscc, k.public_key.alg) for k in self.keys if k.status is KeyStatus.ACTIVE
+        ]
         if len(set(active)) != len(active):
-            raise FailedPrecondition("an issuer has more than one active key")
+            raise FailedPrecondition("an issuer has more than one active key of one algorithm")
 
     def get(self, kid: str) -> TrustedKey:
         """The entry for `kid`.
@@ -225,16 +228,42 @@ class KeyRing:
                 return key
         raise NotFound(f"no key {kid} in the key ring")
 
-    def active_key(self, issuer_uscc: str) -> TrustedKey:
-        """The key `issuer_uscc` signs new certificates with.
+    def active_keys(self, issuer_uscc: str) -> tuple[TrustedKey, ...]:
+        """The issuer's active keys, one per algorithm."""
+        return tuple(
+            k for k in self.keys if k.issuer_uscc == issuer_uscc and k.status is KeyStatus.ACTIVE
+        )
+
+    def active_key(self, issuer_uscc: str, alg: Algorithm | None = None) -> TrustedKey:
+        """The key `issuer_uscc` signs new certificates with (for `alg`, if given).
 
         Raises:
-            NotFound: the issuer has no active key.
+            NotFound: the issuer has no active key (of `alg`).
+            FailedPrecondition: no `alg` given and the issuer has active keys of two
+                algorithms.
         """
-        for key in self.keys:
-            if key.issuer_uscc == issuer_uscc and key.status is KeyStatus.ACTIVE:
-                return key
-        raise NotFound(f"issuer {issuer_uscc} has no active key")
+        active = self.active_keys(issuer_uscc)
+        if alg is not None:
+            active = tuple(k for k in active if k.public_key.alg is alg)
+        if not active:
+            of = "" if alg is None else f" of {alg.value}"
+            raise NotFound(f"issuer {issuer_uscc} has no active key{of}")
+        if len(active) > 1:
+            algs = ", ".join(k.public_key.alg.value for k in active)
+            raise FailedPrecondition(
+                f"issuer {issuer_uscc} has active keys for {algs}; name the algorithm"
+            )
+        return active[0]
+
+    def rotation_target(self, issuer_uscc: str, alg: Algorithm) -> TrustedKey:
+        """The key a rotation to a new `alg` key retires: the issuer's active key of
+        `alg`, or its only active key when it has none of `alg`.
+
+        Raises:
+            NotFound, FailedPrecondition: as `active_key`.
+        """
+        same = [k for k in self.active_keys(issuer_uscc) if k.public_key.alg is alg]
+        return same[0] if same else self.active_key(issuer_uscc)
 
     def activate(
         self,
@@ -245,17 +274,19 @@ class KeyRing:
         at: datetime,
         not_after: datetime | None = None,
     ) -> KeyRing:
-        """Add `key` as the first active key of an issuer, valid from `at`.
+        """Add `key` as the issuer's first active key of its algorithm, valid from `at`.
 
         Raises:
             AlreadyExists: the key is in the ring already.
-            FailedPrecondition: the issuer has an active key (use `rotate`).
+            FailedPrecondition: the issuer has an active key of that algorithm (use `rotate`).
             InvalidRequest: a member breaks its rule.
         """
         public = _as_public_key(key)
         self._require_new(public)
-        if any(k.issuer_uscc == issuer_uscc and k.status is KeyStatus.ACTIVE for k in self.keys):
-            raise FailedPrecondition(f"issuer {issuer_uscc} has an active key; rotate it instead")
+        if any(k.public_key.alg is public.alg for k in self.active_keys(issuer_uscc)):
+            raise FailedPrecondition(
+                f"issuer {issuer_uscc} has an active {public.alg.value} key; rotate it instead"
+            )
         entry = TrustedKey(
             public_key=public,
             issuer_department=issuer_department,
@@ -275,7 +306,9 @@ class KeyRing:
     ) -> KeyRing:
         """Make `key` the issuer's active key from `at`; retire the old one at `at`.
 
-        The old key keeps verifying certificates issued up to and including `at`.
+        The old key is the issuer's active key of `key`'s algorithm, or, when it has
+        none, its only active key (a rotation that changes algorithm). The old key keeps
+        verifying certificates issued up to and including `at`.
 
         Raises:
             NotFound: the issuer has no active key (use `activate`).
@@ -283,7 +316,7 @@ class KeyRing:
             FailedPrecondition: `at` is before the old key's `not_before`.
         """
         public = _as_public_key(key)
-        old = self.active_key(issuer_uscc)
+        old = self.rotation_target(issuer_uscc, public.alg)
         self._require_new(public)
         at = to_utc_second(at, "at")
         retired = self._retired(old, at)

@@ -81,6 +81,49 @@ class Verdict:
         raise KeyError(name)
 
 
+@dataclass(frozen=True, slots=True)
+class SuiteResult:
+    """How one token of a certificate fared: its algorithm, suite, key and outcome."""
+
+    alg: str
+    suite: str  # "international" or "gm"
+    kid: str
+    valid: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DualVerdict:
+    """The outcome for every token of one (possibly dual-signed) certificate.
+
+    `verdict` is the first token's that verified (a verifier accepts either), else the
+    primary token's; `suites` has one entry per token, in the order given.
+    """
+
+    verdict: Verdict
+    suites: tuple[SuiteResult, ...]
+
+    @property
+    def valid(self) -> bool:
+        """True when at least one token passed every check."""
+        return any(s.valid for s in self.suites)
+
+    @property
+    def verified_suites(self) -> tuple[str, ...]:
+        """`"<suite> (<alg>)"` for every token that verified."""
+        return tuple(f"{s.suite} ({s.alg})" for s in self.suites if s.valid)
+
+
+def suite_result(token: str, verdict: Verdict) -> SuiteResult:
+    """The `SuiteResult` of `verdict`, the verdict of `token`."""
+    try:
+        header = parse_compact(token, typ=TYP_CERTIFICATE)
+        alg, suite, kid = header.alg.value, header.alg.suite, header.kid
+    except TongbanError:
+        alg, suite, kid = "unknown", "unknown", ""
+    return SuiteResult(alg, suite, kid, verdict.valid, verdict.reasons)
+
+
 class CertificateInvalid(VerificationError):
     """Raised by `Verifier.verify_or_raise`; `verdict` has every check's result."""
 
@@ -344,6 +387,36 @@ class Verifier:
             if not result.passed:
                 failed.append(check.name)
         return Verdict(not failed, tuple(results), context.certificate)
+
+    def verify_tokens(self, tokens: Sequence[str], *, now: datetime | None = None) -> DualVerdict:
+        """Verify every token of one certificate (a dual-signed one carries two).
+
+        Each token runs all six checks on its own. A token whose payload differs from the
+        first token's is reported failed: both must sign the same canonical payload.
+
+        Raises:
+            InvalidRequest: no token given, or `now` is not timezone-aware.
+        """
+        if not tokens:
+            raise InvalidRequest("tokens", "give at least one token")
+        now = self._clock() if now is None else to_utc_second(now, "now")
+        first_payload = tokens[0].split(".")[1] if tokens[0].count(".") == 2 else None
+        verdicts: list[Verdict] = []
+        suites: list[SuiteResult] = []
+        for token in tokens:
+            verdict = self.verify(token, now=now)
+            result = suite_result(token, verdict)
+            parts = token.split(".")
+            if len(parts) != 3 or parts[1] != first_payload:
+                reason = "INTEGRITY: does not sign the same payload as the primary token"
+                verdict = Verdict(False, verdict.checks, verdict.certificate)
+                result = SuiteResult(
+                    result.alg, result.suite, result.kid, False, (reason, *result.reasons)
+                )
+            verdicts.append(verdict)
+            suites.append(result)
+        chosen = next((v for v in verdicts if v.valid), verdicts[0])
+        return DualVerdict(chosen, tuple(suites))
 
     def verify_or_raise(self, token: str, *, now: datetime | None = None) -> Certificate:
         """The certificate, if every check passes.

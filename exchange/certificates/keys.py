@@ -285,25 +285,34 @@ class KeyManager:
                 return
 
     def signing_key_in(
-        self, write: CertificateWrite, issuer_uscc: str, at: datetime
+        self,
+        write: CertificateWrite,
+        issuer_uscc: str,
+        at: datetime,
+        alg: Algorithm | None = None,
     ) -> tuple[StoredKey, SigningKey]:
-        """The issuer's key allowed to sign at `at`, share-locked in `write`'s
-        transaction so that a rotation cannot retire it before the certificate commits.
+        """The issuer's key (of `alg`, when given) allowed to sign at `at`, share-locked
+        in `write`'s transaction so that a rotation cannot retire it before the
+        certificate commits.
 
         The active key, or, before a scheduled rotation takes effect, the retired key
         whose period still covers `at`.
 
         Raises:
-            FailedPrecondition: the issuer has no key that may sign at `at`.
+            FailedPrecondition: the issuer has no key (of `alg`) that may sign at `at`.
             WrongPassphrase, KeyMaterialError: the key does not open.
         """
         keys = write.keys_of(issuer_uscc)
-        usable = [k for k in keys if _trusted(k).issue_fault(at) is None]
+        usable = [
+            k for k in keys if (alg is None or k.alg is alg) and _trusted(k).issue_fault(at) is None
+        ]
         usable.sort(key=lambda k: (k.status is KeyStatus.ACTIVE, k.not_before), reverse=True)
         if not usable:
+            of = "" if alg is None else f" {alg.value}"
+            option = "" if alg is None else f" --alg {alg.value}"
             raise FailedPrecondition(
-                f"issuer {issuer_uscc} has no key that may sign now; "
-                f"run: tongban keys generate --issuer {issuer_uscc}"
+                f"issuer {issuer_uscc} has no{of} key that may sign now; "
+                f"run: tongban keys generate --issuer {issuer_uscc}{option}"
             )
         return usable[0], self.open(usable[0])
 
@@ -377,7 +386,7 @@ class KeyManager:
             write.lock_state()
             keys = write.all_keys()
             ring = key_ring(keys)
-            old = ring.active_key(issuer_uscc)
+            old = ring.rotation_target(issuer_uscc, signing_key.alg)
             rotated = ring.rotate(signing_key, issuer_uscc=issuer_uscc, at=start)
             stored = self._stored(signing_key, material, issuer_uscc, old.issuer_department, start)
             changed = self._apply(write, keys, rotated, {stored.kid: stored})
@@ -400,7 +409,9 @@ class KeyManager:
             StoreError: the database failed.
         """
         since = _utc_second(since)
-        fresh = self.provider.create(self.algorithm) if replace else None
+        # The replacement signs with the compromised key's own algorithm.
+        stored_target = self.find(kid)
+        fresh = self.provider.create(stored_target.alg) if replace else None
         now = _utc_second(self._clock())
         replacement: StoredKey | None = None
         with self.store.write() as write:
@@ -441,9 +452,16 @@ class KeyManager:
         self._on_change()
         return CompromiseReport(changed[kid], affected, replacement)
 
-    def ensure(self, issuers: Mapping[str, str], actor: str) -> list[StoredKey]:
+    def ensure(
+        self,
+        issuers: Mapping[str, str],
+        actor: str,
+        algorithms: Mapping[str, tuple[Algorithm, ...]] | None = None,
+    ) -> list[StoredKey]:
         """Generate the root key and each issuer's first key where missing (dev mode).
 
+        `algorithms` names, per issuer USCC, the algorithms its certificate types sign
+        with (default: the manager's one): one active key of each is made.
         Another node doing the same at the same moment is fine: one of them wins.
 
         Raises:
@@ -455,9 +473,14 @@ class KeyManager:
             made.extend(self._racing(lambda: self.generate_root(actor)))
         ring = key_ring(keys)
         for uscc, department in issuers.items():
-            if any(k.issuer_uscc == uscc and k.status is KeyStatus.ACTIVE for k in ring.keys):
-                continue
-            made.extend(self._racing(partial(self.generate, uscc, department, actor)))
+            active = ring.active_keys(uscc)
+            wanted = (algorithms or {}).get(uscc) or (self.algorithm,)
+            for alg in wanted:
+                # A single-algorithm issuer with any active key (perhaps rotated to another
+                # algorithm) is left as it is; a dual-signing one needs a key of each.
+                if (len(wanted) == 1 and active) or any(k.public_key.alg is alg for k in active):
+                    continue
+                made.extend(self._racing(partial(self.generate, uscc, department, actor, alg)))
         for key in made:
             log.warning("generated a signing key", kid=key.kid, owner=key.owner)
         return made

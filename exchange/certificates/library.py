@@ -103,7 +103,7 @@ class CertificateLibrary:
         keys = KeyManager(
             store,
             provider,
-            algorithm=Algorithm(settings.signing.algorithm),
+            algorithm=Algorithm(settings.signing_algorithm),
             clock=clock,
             on_change=changed,
         )
@@ -114,7 +114,11 @@ class CertificateLibrary:
         if generate is None:
             generate = settings.server.mode == "dev"
         if generate and not isinstance(provider, UnavailableKeyProvider):
-            keys.ensure(types.issuers(), FIRST_START_ACTOR)
+            keys.ensure(
+                types.issuers(),
+                FIRST_START_ACTOR,
+                types.issuer_algorithms(Algorithm(settings.signing_algorithm)),
+            )
         elif isinstance(provider, UnavailableKeyProvider) and len(types):
             log.warning("certificates cannot be signed", reason=provider.reason)
         keys.warm()

@@ -212,7 +212,7 @@ class CertificateLifecycle:
                 wanted = [d.request.request_id for d in drafts if d.kind.issuer_uscc == issuer]
                 for found in write.find_requests(issuer, wanted):
                     earlier[issuer, found.request_id] = found
-            signing: dict[str, tuple[StoredKey, SigningKey]] = {}
+            signing: dict[str, list[tuple[StoredKey, SigningKey]]] = {}
             made: list[StoredCertificate] = []
             entries: list[AuditEntry] = []
             for draft in drafts:
@@ -222,12 +222,12 @@ class CertificateLifecycle:
                     _require_same_request(known, draft.request.request_id, draft.fingerprint)
                     results.append(Issued(known, replayed=True))
                     continue
-                if issuer not in signing:
-                    signing[issuer] = self.keys.signing_key_in(write, issuer, now)
+                if draft.kind.code not in signing:
+                    signing[draft.kind.code] = self._signers(write, draft.kind, now)
                 stored = self._sign(
                     write,
                     draft.kind,
-                    signing[issuer],
+                    signing[draft.kind.code],
                     holder=draft.request.holder,
                     serial=_new_serial(),
                     version=1,
@@ -335,7 +335,7 @@ class CertificateLifecycle:
             new = self._sign(
                 write,
                 kind,
-                self.keys.signing_key_in(write, kind.issuer_uscc, now),
+                self._signers(write, kind, now),
                 holder=holder,
                 serial=old.certificate.serial,
                 version=old.certificate.version + 1,
@@ -360,11 +360,22 @@ class CertificateLifecycle:
         self._on_status_change()
         return Superseded(new, predecessor)
 
+    def _signers(
+        self, write: CertificateWrite, kind: CertificateType, now: datetime
+    ) -> list[tuple[StoredKey, SigningKey]]:
+        """The issuer keys a certificate of `kind` is signed with now, primary first:
+        one per declared algorithm, or the issuer's one key when the type names none."""
+        if not kind.algorithms:
+            return [self.keys.signing_key_in(write, kind.issuer_uscc, now)]
+        return [
+            self.keys.signing_key_in(write, kind.issuer_uscc, now, alg) for alg in kind.algorithms
+        ]
+
     def _sign(
         self,
         write: CertificateWrite,
         kind: CertificateType,
-        key: tuple[StoredKey, SigningKey],
+        keys: Sequence[tuple[StoredKey, SigningKey]],
         *,
         holder: SubjectKey,
         serial: str,
@@ -377,7 +388,7 @@ class CertificateLifecycle:
         fingerprint: str,
         now: datetime,
     ) -> StoredCertificate:
-        stored_key, signing_key = key
+        stored_key, signing_key = keys[0]
         start = now if valid_from is None else _second(valid_from)
         if valid_until is None and kind.validity is not None:
             valid_until = start + kind.validity
@@ -399,10 +410,14 @@ class CertificateLifecycle:
             status_list_index=write.take_status_index(MAX_ENTRIES),
             status_list_uri=state.status_list_uri,
         )
+        # A dual-signed type: the same canonical payload, signed by the second key too.
+        second = keys[1] if len(keys) > 1 else None
         return StoredCertificate(
             certificate=certificate,
             token=certificate.sign(signing_key),
             kid=stored_key.kid,
+            second_token=None if second is None else certificate.sign(second[1]),
+            second_kid=None if second is None else second[0].kid,
             status=CertificateStatus.VALID,
             status_reason="issued",
             status_changed_at=now,

@@ -16,7 +16,7 @@ from domain.errors import InvalidRequest
 from domain.field_types import FieldType, type_problem
 from domain.subjects import KeyKind
 from exchange.settings import CertificateTypeSettings, DocumentLayoutSettings
-from signing import JSONValue
+from signing import Algorithm, JSONValue
 
 _SAFE_INTEGER = 2**53 - 1
 
@@ -58,6 +58,8 @@ class CertificateType:
     layout: DocumentLayoutSettings = field(default_factory=DocumentLayoutSettings)
     verifier_fields: tuple[str, ...] = ()
     usage_copy_validity: timedelta = timedelta(days=30)
+    # Declared signing algorithms, primary first (two: dual-signed); () = the issuer's key.
+    algorithms: tuple[Algorithm, ...] = ()
 
     @classmethod
     def from_settings(cls, code: str, declared: CertificateTypeSettings) -> CertificateType:
@@ -76,7 +78,13 @@ class CertificateType:
             layout=declared.document,
             verifier_fields=tuple(declared.verifier_fields),
             usage_copy_validity=timedelta(days=declared.usage_copy_validity_days),
+            algorithms=tuple(Algorithm(a) for a in declared.algorithms or ()),
         )
+
+    @property
+    def dual_signed(self) -> bool:
+        """True when certificates of this type carry two signatures."""
+        return len(self.algorithms) > 1
 
     @property
     def title(self) -> str:
@@ -151,6 +159,16 @@ class CertificateTypes:
     def find(self, code: str) -> CertificateType | None:
         """The type with this code, or None."""
         return self._types.get(code)
+
+    def issuer_algorithms(self, default: Algorithm) -> dict[str, tuple[Algorithm, ...]]:
+        """Issuer USCC → the algorithms its types sign with (`default` where none is named)."""
+        found: dict[str, list[Algorithm]] = {}
+        for kind in self._types.values():
+            wanted = found.setdefault(kind.issuer_uscc, [])
+            for alg in kind.algorithms or (default,):
+                if alg not in wanted:
+                    wanted.append(alg)
+        return {uscc: tuple(algs) for uscc, algs in found.items()}
 
     def issuers(self) -> dict[str, str]:
         """Issuer USCC → department, for every issuer of a declared type."""

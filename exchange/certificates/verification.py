@@ -10,7 +10,7 @@ reason, superseded by which version) rather than from the list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -21,12 +21,14 @@ from signing import (
     CheckName,
     CheckResult,
     QrReference,
+    SuiteResult,
     Verdict,
     parse_certificate_id,
     parse_qr_text,
 )
 from signing.jws import MAX_TOKEN_CHARS
 from signing.usage_copy import is_usage_copy
+from signing.verifier import suite_result
 
 _NOT_CHECKED = "not checked"
 
@@ -55,6 +57,8 @@ class OnlineVerdict:
     verdict: Verdict
     stored: StoredCertificate | None
     verified_at: datetime
+    # One per token checked: both of a dual-signed certificate looked up by id.
+    suites: tuple[SuiteResult, ...] = field(default=())
 
 
 def token_of(presented: Presented) -> str | None:
@@ -157,21 +161,33 @@ class OnlineVerifier:
         if wanted is None:
             return result
         stored = self.find(wanted)
-        if stored is None or stored.token != token:
+        if stored is None or token not in stored.tokens:
             return result
         verdict = with_stored_status(result.verdict, token, stored)
-        return OnlineVerdict(verdict, stored, result.verified_at)
+        suites = (suite_result(token, verdict),)
+        return OnlineVerdict(verdict, stored, result.verified_at, suites)
 
     @staticmethod
     def verify(
         token: str, trust: PublishedTrust, stored: StoredCertificate | None = None
     ) -> OnlineVerdict:
-        """Run every check on `token`; with `stored`, STATUS is the store's. CPU only."""
+        """Run every check on `token`; with `stored`, STATUS is the store's, and every
+        token of a dual-signed certificate is checked (a verifier accepts either).
+        CPU only."""
         now = datetime.now(UTC).replace(microsecond=0)
+        if stored is not None and stored.second_token is not None and token in stored.tokens:
+            # The hub signed both tokens over one payload; each runs every check.
+            verdicts = [
+                with_stored_status(trust.verifier.verify(t, now=now), t, stored)
+                for t in stored.tokens
+            ]
+            suites = tuple(suite_result(t, v) for t, v in zip(stored.tokens, verdicts, strict=True))
+            chosen = next((v for v in verdicts if v.valid), verdicts[0])
+            return OnlineVerdict(chosen, stored, now, suites)
         verdict = trust.verifier.verify(token, now=now)
         if stored is not None:
             verdict = with_stored_status(verdict, token, stored)
-        return OnlineVerdict(verdict, stored, now)
+        return OnlineVerdict(verdict, stored, now, (suite_result(token, verdict),))
 
 
 def needs_explaining(verdict: Verdict) -> str | None:
@@ -190,7 +206,7 @@ def with_stored_status(verdict: Verdict, token: str, stored: StoredCertificate) 
     Only when `token` is exactly the token the hub stored; a check not run (an earlier
     one failed) stays as it was.
     """
-    if verdict.certificate is None or token != stored.token:
+    if verdict.certificate is None or token not in stored.tokens:
         return verdict
     status = verdict.result(CheckName.STATUS)
     if status.reason.startswith(_NOT_CHECKED):

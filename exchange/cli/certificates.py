@@ -51,6 +51,7 @@ from signing import (
     QrReference,
     QrToken,
     StatusList,
+    SuiteResult,
     TrustBundle,
     Verifier,
     parse_certificate_id,
@@ -195,6 +196,17 @@ def _print_json(message: Any) -> None:
     typer.echo(json_format.MessageToJson(message, ensure_ascii=False))
 
 
+def print_suites(suites: list[SuiteResult], console: Console) -> None:
+    """Which signature suites verified (one row per token: two for dual-signed)."""
+    table = Table("", Column("suite", no_wrap=True), Column("alg", no_wrap=True), "kid", "reason")
+    for suite in suites:
+        mark = "[green]VERIFIED[/]" if suite.valid else "[red]FAILED[/]"
+        table.add_row(mark, suite.suite, suite.alg, suite.kid, "; ".join(suite.reasons))
+    console.print(table)
+    verified = [f"{s.suite} ({s.alg})" for s in suites if s.valid]
+    console.print("suites verified: " + (", ".join(verified) if verified else "none"))
+
+
 def print_checks(checks: list[CheckResult], console: Console) -> bool:
     """Every check with its outcome; True when all passed."""
     table = Table("", Column("check", no_wrap=True), "reason")
@@ -253,7 +265,9 @@ def issue(
     connection = HubConnection(hub, dev_token, tls_ca, tls_cert, tls_key)
     answer = connection.call(certificates_pb2_grpc.CertificateServiceStub, "Issue", request)
     if token_out is not None:
-        token_out.write_text(answer.certificate.token + "\n", encoding="ascii")
+        # A dual-signed certificate: both tokens, the primary first, one per line.
+        tokens = [answer.certificate.token, answer.certificate.second_token]
+        token_out.write_text("\n".join(filter(None, tokens)) + "\n", encoding="ascii")
     if as_json:
         _print_json(answer)
         return
@@ -284,6 +298,8 @@ def show(
     )
     if token_only:
         typer.echo(answer.certificate.token)
+        if answer.certificate.second_token:
+            typer.echo(answer.certificate.second_token)
     elif as_json:
         _print_json(answer.certificate)
     else:
@@ -647,6 +663,12 @@ def verify(
             certificate_token = document.certificate
     else:
         presented = _read_presented(token_or_file)
+    # A dual-signed certificate's file holds its two tokens, one per line.
+    tokens = presented.split()
+    if len(tokens) == 2 and all(t.count(".") == 2 for t in tokens):
+        presented = tokens[0]
+    else:
+        tokens = [presented]
     scanned = parse_qr_text(presented) if presented.startswith("http") else None
     if isinstance(scanned, QrToken):  # a usage copy's /u/<token> link
         presented = scanned.token
@@ -719,7 +741,8 @@ def verify(
             )
         console.print("[bold green]VALID[/]" if copied.valid else "[bold red]NOT VALID[/]")
         raise typer.Exit(0 if copied.valid else 1)
-    verdict = verifier.verify(presented, now=now)
+    dual = verifier.verify_tokens(tokens if len(tokens) == 2 else [presented], now=now)
+    verdict = dual.verdict
     if verdict.certificate is not None:
         claimed = verdict.certificate
         if not verdict.valid:
@@ -730,6 +753,7 @@ def verify(
             f"({claimed.issuer_uscc}) at {claimed.issued_at.isoformat()}"
         )
     valid = print_checks(list(verdict.checks), console)
+    print_suites(list(dual.suites), console)
     raise typer.Exit(0 if valid else 1)
 
 
@@ -772,4 +796,9 @@ def _verify_online(presented: str, connection: HubConnection, console: Console) 
     verdict = answer.verdict
     if verdict.HasField("certificate"):
         print_certificate(verdict.certificate, console, verified=verdict.valid)
-    return _print_answer_checks(verdict, console) and verdict.valid
+    valid = _print_answer_checks(verdict, console) and verdict.valid
+    print_suites(
+        [SuiteResult(s.alg, s.suite, s.kid, s.valid, tuple(s.reasons)) for s in verdict.suites],
+        console,
+    )
+    return valid

@@ -56,7 +56,7 @@ def _key_manager(config: Path | None) -> tuple[KeyManager, Settings]:
     settings = _settings(config)
     store = CertificateStore(open_store(settings), status_list_uri=status_list_uri(settings))
     manager = KeyManager(
-        store, key_provider(settings), algorithm=Algorithm(settings.signing.algorithm)
+        store, key_provider(settings), algorithm=Algorithm(settings.signing_algorithm)
     )
     return manager, settings
 
@@ -86,9 +86,22 @@ def _describe(key: StoredKey) -> str:
 
 
 AlgOption = Annotated[
-    Algorithm | None,
-    typer.Option("--alg", help="EdDSA or ES256 (default: signing.algorithm)."),
+    str | None,
+    typer.Option(
+        "--alg",
+        help="EdDSA, ES256 or SM2 (= SM3withSM2) (default: signing.algorithm, "
+        "else the [crypto] suite's: EdDSA, or SM2 for gm).",
+    ),
 ]
+
+
+def _alg(value: str | None) -> Algorithm | None:
+    if value is None:
+        return None
+    try:
+        return Algorithm(value)
+    except ValueError:
+        raise InvalidRequest("--alg", f"{value!r} is not EdDSA, ES256 or SM2") from None
 
 
 @app.command("generate")
@@ -111,7 +124,7 @@ def generate_key(
     if root == (issuer is not None):
         raise InvalidRequest("--issuer", "give either --issuer USCC or --root")
     if root:
-        key = manager.generate_root(_operator(), alg)
+        key = manager.generate_root(_operator(), _alg(alg))
     else:
         assert issuer is not None
         uscc = parse_key(KeyKind.USCC, issuer).value
@@ -122,7 +135,7 @@ def generate_key(
                 f"no certificate type in the configuration names issuer {uscc}; "
                 "give the issuing department's name",
             )
-        key = manager.generate(uscc, name, _operator(), alg)
+        key = manager.generate(uscc, name, _operator(), _alg(alg))
     typer.echo(f"generated and activated {_describe(key)}")
 
 
@@ -171,7 +184,7 @@ def rotate_key(
     """Give an issuer a new signing key; the old one is retired and still verifies."""
     manager, _ = _key_manager(config)
     uscc = parse_key(KeyKind.USCC, issuer).value
-    new, retired = manager.rotate(uscc, _operator(), at=_when(at, "--at"), alg=alg)
+    new, retired = manager.rotate(uscc, _operator(), at=_when(at, "--at"), alg=_alg(alg))
     typer.echo(f"new key     {_describe(new)} from {new.not_before.isoformat()}")
     typer.echo(f"retired key {_describe(retired)}")
 

@@ -97,6 +97,7 @@ class Certificate(_message.Message):
     STATUS_CHANGED_AT_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
     STATUS_LIST_INDEX_FIELD_NUMBER: _builtins.int
+    SECOND_TOKEN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """GB/T 36904 shape: 1.2.156.3005.2.<type>.<issuer USCC>.<serial>.<version>.<check>."""
     type_code: _builtins.str
@@ -112,6 +113,11 @@ class Certificate(_message.Message):
     """The signed envelope: JWS compact serialization over the canonical JSON content."""
     status_list_index: _builtins.int
     """Position in the hub's status lists."""
+    second_token: _builtins.str
+    """A dual-signed certificate: the same payload signed by the issuer's key of the
+    type's second algorithm (e.g. SM3withSM2 beside EdDSA). `token` is the primary,
+    the one a QR code carries. Empty for single-signed certificates.
+    """
     @_builtins.property
     def holder(self) -> _common_pb2.SubjectKey: ...
     @_builtins.property
@@ -150,10 +156,11 @@ class Certificate(_message.Message):
         status_changed_at: _timestamp_pb2.Timestamp | None = ...,
         token: _builtins.str = ...,
         status_list_index: _builtins.int = ...,
+        second_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "holder", b"holder", "issued_at", b"issued_at", "issuer", b"issuer", "status_changed_at", b"status_changed_at", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "holder", b"holder", "id", b"id", "issued_at", b"issued_at", "issuer", b"issuer", "predecessor_id", b"predecessor_id", "status", b"status", "status_changed_at", b"status_changed_at", "status_list_index", b"status_list_index", "status_reason", b"status_reason", "successor_id", b"successor_id", "token", b"token", "type_code", b"type_code", "type_name", b"type_name", "valid_from", b"valid_from", "valid_until", b"valid_until", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "holder", b"holder", "id", b"id", "issued_at", b"issued_at", "issuer", b"issuer", "predecessor_id", b"predecessor_id", "second_token", b"second_token", "status", b"status", "status_changed_at", b"status_changed_at", "status_list_index", b"status_list_index", "status_reason", b"status_reason", "successor_id", b"successor_id", "token", b"token", "type_code", b"type_code", "type_name", b"type_name", "valid_from", b"valid_from", "valid_until", b"valid_until", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

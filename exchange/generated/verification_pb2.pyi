@@ -104,6 +104,7 @@ class Verdict(_message.Message):
     VERIFIED_AT_FIELD_NUMBER: _builtins.int
     USAGE_COPY_FIELD_NUMBER: _builtins.int
     USAGE_COPY_CHECKS_FIELD_NUMBER: _builtins.int
+    SUITES_FIELD_NUMBER: _builtins.int
     valid: _builtins.bool
     @_builtins.property
     def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckResult]: ...
@@ -123,6 +124,13 @@ class Verdict(_message.Message):
         CERTIFICATE_MATCH, VALIDITY_WINDOW); `checks` are then the certificate's.
         """
 
+    @_builtins.property
+    def suites(self) -> _containers.RepeatedCompositeFieldContainer[Global___SuiteResult]:
+        """One entry per token checked: a dual-signed certificate looked up by id has two
+        (international and gm); a presented token has one. `valid` above is the verdict
+        of the first token that verified, else of the primary.
+        """
+
     def __init__(
         self,
         *,
@@ -132,14 +140,54 @@ class Verdict(_message.Message):
         verified_at: _timestamp_pb2.Timestamp | None = ...,
         usage_copy: _certificates_pb2.UsageCopy | None = ...,
         usage_copy_checks: _abc.Iterable[Global___CheckResult] | None = ...,
+        suites: _abc.Iterable[Global___SuiteResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "usage_copy", b"usage_copy", "verified_at", b"verified_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "checks", b"checks", "usage_copy", b"usage_copy", "usage_copy_checks", b"usage_copy_checks", "valid", b"valid", "verified_at", b"verified_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "checks", b"checks", "suites", b"suites", "usage_copy", b"usage_copy", "usage_copy_checks", b"usage_copy_checks", "valid", b"valid", "verified_at", b"verified_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
+
+@_typing.final
+class SuiteResult(_message.Message):
+    """How one signed token of a certificate fared."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALG_FIELD_NUMBER: _builtins.int
+    SUITE_FIELD_NUMBER: _builtins.int
+    KID_FIELD_NUMBER: _builtins.int
+    VALID_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    alg: _builtins.str
+    """The JWS alg: EdDSA, ES256 or SM3withSM2."""
+    suite: _builtins.str
+    """"international" or "gm"."""
+    kid: _builtins.str
+    """The issuer key the token names."""
+    valid: _builtins.bool
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"<CHECK>: <reason>" for each failed check."""
+
+    def __init__(
+        self,
+        *,
+        alg: _builtins.str = ...,
+        suite: _builtins.str = ...,
+        kid: _builtins.str = ...,
+        valid: _builtins.bool = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alg", b"alg", "kid", b"kid", "reasons", b"reasons", "suite", b"suite", "valid", b"valid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuiteResult: _TypeAlias = SuiteResult  # noqa: Y015
 
 @_typing.final
 class VerifyRequest(_message.Message):

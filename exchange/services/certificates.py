@@ -86,6 +86,7 @@ def certificate_to_proto(
         message.fields.update(certificate.fields)
     if stored is not None:
         message.token = stored.token
+        message.second_token = stored.second_token or ""
         message.status = _STATUS[stored.status]
         message.status_reason = stored.status_reason
         message.successor_id = stored.successor_id or ""

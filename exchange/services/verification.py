@@ -76,6 +76,14 @@ def verdict_to_proto(result: OnlineVerdict) -> verification_pb2.Verdict:
         else:
             message.certificate.CopyFrom(certificate_to_proto(verdict.certificate))
     message.verified_at.seconds = int(result.verified_at.timestamp())
+    for suite in result.suites:
+        message.suites.add(
+            alg=suite.alg,
+            suite=suite.suite,
+            kid=suite.kid,
+            valid=suite.valid,
+            reasons=list(suite.reasons),
+        )
     return message
 
 

@@ -36,10 +36,19 @@ OTHER_COMPANY = "91320102MA1UXW2B65"
 PERSON = "11010519491231002X"
 
 
-def certificate_types() -> dict[str, Any]:
-    """Both test types, as `certificate_types` configuration."""
+# The signing profiles the certificate tables run under: the international suite
+# (EdDSA), the GM suite (SM2 over SM3 everywhere), and dual-signed licences (EdDSA
+# primary + SM2) on an international hub.
+SUITES = ["international", "gm", "dual"]
+
+
+def certificate_types(dual: bool = False) -> dict[str, Any]:
+    """Both test types, as `certificate_types` configuration (`dual`: the licence is
+    dual-signed, EdDSA then SM2)."""
+    extra: dict[str, Any] = {"algorithms": ["EdDSA", "SM2"]} if dual else {}
     return {
         LICENCE: {
+            **extra,
             "name": "营业执照",
             "holder_kind": "USCC",
             "issuer_uscc": AMR,
@@ -65,14 +74,25 @@ def certificate_types() -> dict[str, Any]:
     }
 
 
-def settings_for(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
-    """The example configuration on `database_url`, with both test certificate types."""
+def settings_for(
+    database_url: str, data_dir: Path, suite: str = "international", **overrides: Any
+) -> Settings:
+    """The example configuration on `database_url`, with both test certificate types,
+    under signing profile `suite` (one of SUITES)."""
+    if suite == "gm":
+        overrides = {"crypto.suite": "gm", **overrides}
     return load_settings(
         EXAMPLE,
         data_dir=str(data_dir),
-        certificate_types=certificate_types(),
+        certificate_types=certificate_types(dual=suite == "dual"),
         **{"database.url": database_url, "http.listen": "", **overrides},
     )
+
+
+def all_tokens(certificate: Any) -> list[str]:
+    """Every token of a certificate (protobuf or stored): two when dual-signed."""
+    second = getattr(certificate, "second_token", None)
+    return [certificate.token, *([second] if second else [])]
 
 
 StartServer = Callable[..., Awaitable[HubServer]]

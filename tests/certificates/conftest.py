@@ -27,8 +27,11 @@ from exchange.settings import Settings
 
 
 @pytest.fixture
-def cert_settings(database_url: str, tmp_path: Path) -> Settings:
-    return settings_for(database_url, tmp_path / "data")
+def cert_settings(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """The test settings; parametrize it indirectly with a name from SUITES to run a
+    table under the GM suite or with dual-signed licences."""
+    suite = getattr(request, "param", "international")
+    return settings_for(database_url, tmp_path / "data", suite)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from cert_testkit import AMR, licence_request, settings_for
+from cert_testkit import AMR, LICENCE, SUITES, all_tokens, licence_request, settings_for
 
 from certstore.audit import AuditLog
 from certstore.database import Database
@@ -21,7 +21,7 @@ from exchange.auth.policy import Caller
 from exchange.certificates.keys import DEV_KEY_UNLOCK_FILE, PassphraseKeyProvider
 from exchange.certificates.library import CertificateLibrary
 from exchange.settings import Settings
-from signing import KeyStatus, SoftwareSigningKey, WrongPassphrase
+from signing import Algorithm, KeyStatus, SoftwareSigningKey, WrongPassphrase
 
 ANONYMOUS = Caller(organization="", system="anonymous", anonymous_dev=True)
 
@@ -190,21 +190,26 @@ KEY_CASES = [
 ]
 
 
+@pytest.mark.parametrize("cert_settings", SUITES, indirect=True)
 @pytest.mark.parametrize("case", KEY_CASES, ids=[c.name for c in KEY_CASES])
 def test_key_lifecycle_table(case: KeyCase, database: Database, cert_settings: Settings) -> None:
+    """The key events act on the primary key; a dual-signed certificate's second token
+    (signed by the issuer's SM2 key, untouched) keeps verifying throughout."""
     clock = Clock()
     library = open_library(cert_settings, database, clock)
-    first_key = library.keys.ring().active_key(AMR).kid
+    primary = Algorithm(cert_settings.type_algorithms(LICENCE)[0])
+    first_key = library.keys.ring().active_key(AMR, primary).kid
+    assert library.keys.find(first_key).alg is primary
     start = clock.advance(minutes=1)
     early = library.lifecycle.issue(licence_request(), ANONYMOUS).certificate
     clock.advance(hours=1)
 
     if case.event == "rotate":
-        _, retired = library.keys.rotate(AMR, "test")
+        _, retired = library.keys.rotate(AMR, "test", alg=primary)
         assert retired.kid == first_key
         assert retired.status is KeyStatus.RETIRED
     elif case.event == "rotate-later":
-        library.keys.rotate(AMR, "test", at=start + timedelta(hours=3))
+        library.keys.rotate(AMR, "test", at=start + timedelta(hours=3), alg=primary)
     elif case.event == "compromise-at-1":
         report = library.keys.compromise(first_key, clock.now, "test")
         assert report.affected_certificates == 0
@@ -230,6 +235,13 @@ def test_key_lifecycle_table(case: KeyCase, database: Database, cert_settings: S
     bundle_kids = {k.kid for k in library.trust.current().bundle.keys}
     assert {early.kid, late.kid} <= bundle_kids
     assert AuditLog(database).verify().intact
+    for token in (*all_tokens(early)[1:], *all_tokens(late)[1:]):
+        assert verifier.verify(token).valid
+    if len(all_tokens(early)) > 1:
+        # Either token is accepted: the dual-signed certificate stays valid by SM2.
+        assert verifier.verify_tokens(all_tokens(early)).valid
+        assert early.second_kid is not None
+        assert library.keys.find(early.second_kid).alg is Algorithm.SM2
 
 
 def test_rotation_needs_an_active_key_and_generation_refuses_a_second_one(

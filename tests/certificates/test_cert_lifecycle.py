@@ -16,6 +16,7 @@ from cert_testkit import (
     PERSON,
     PSB,
     RESIDENCE,
+    SUITES,
     licence_fields,
     licence_request,
 )
@@ -246,6 +247,7 @@ def _bring_to(library: CertificateLibrary, status: CertificateStatus) -> str:
     return issued
 
 
+@pytest.mark.parametrize("cert_settings", SUITES, indirect=True)
 @pytest.mark.parametrize(
     ("action", "reason", "start", "end"),
     TRANSITIONS,

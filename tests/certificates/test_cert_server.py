@@ -21,7 +21,9 @@ from cert_testkit import (
     AMR,
     COMPANY,
     LICENCE,
+    SUITES,
     StartServer,
+    all_tokens,
     bad_field,
     certificates,
     failed_checks,
@@ -36,7 +38,9 @@ from cert_testkit import (
 
 from exchange.generated import certificates_pb2, common_pb2, verification_pb2
 from exchange.server import HubServer
+from exchange.settings import Settings
 from signing import (
+    Algorithm,
     Certificate,
     StatusList,
     TrustBundle,
@@ -131,9 +135,10 @@ STATUS_CASES: list[tuple[str, list[str]]] = [
 ]
 
 
+@pytest.mark.parametrize("cert_settings", SUITES, indirect=True)
 @pytest.mark.parametrize(("case", "failing"), STATUS_CASES, ids=[c for c, _ in STATUS_CASES])
 async def test_status_table_online_and_offline_after_refresh(
-    channel: Channel, case: str, failing: list[str]
+    channel: Channel, case: str, failing: list[str], cert_settings: Settings
 ) -> None:
     stub = certificates(channel)
     now = datetime.now(UTC)
@@ -166,11 +171,17 @@ async def test_status_table_online_and_offline_after_refresh(
         assert successor.predecessor.successor_id == successor.certificate.id
         assert (await verify_token(channel, successor.certificate.token)).valid
 
-    assert failed_checks(await verify_token(channel, certificate.token)) == failing
+    after = await download(channel, before)
+    tokens = all_tokens(certificate)
+    assert len(tokens) == len(cert_settings.type_algorithms(LICENCE))
+    for token in tokens:  # every token of a dual-signed certificate, each on its own
+        assert failed_checks(await verify_token(channel, token)) == failing
+        assert offline_failures(after.verify(token)) == failing
     by_id = await verification(channel).Verify(verification_pb2.VerifyRequest(certificate_id=cid))
     assert failed_checks(by_id.verdict) == failing
-    after = await download(channel, before)
-    assert offline_failures(after.verify(certificate.token)) == failing
+    # Which suites verified: one entry per token, in the type's order.
+    assert [s.alg for s in by_id.verdict.suites] == list(cert_settings.type_algorithms(LICENCE))
+    assert all(s.valid is (not failing) for s in by_id.verdict.suites)
 
 
 @dataclass(frozen=True)
@@ -195,17 +206,21 @@ KEY_EVENTS = [
 ]
 
 
+@pytest.mark.parametrize("cert_settings", SUITES, indirect=True)
 @pytest.mark.parametrize("case", KEY_EVENTS, ids=[c.name for c in KEY_EVENTS])
 async def test_rotation_and_compromise_table(
-    hub_server: HubServer, channel: Channel, case: KeyEvent
+    hub_server: HubServer, channel: Channel, case: KeyEvent, cert_settings: Settings
 ) -> None:
+    """Key events hit the primary key; a dual-signed certificate's second (SM2) token is
+    signed by another key and keeps verifying."""
     keys = hub_server.hub.certificates.keys
+    primary = Algorithm(cert_settings.type_algorithms(LICENCE)[0])
     certificate = await issue(channel)
     token = certificate.token
     issued_at = certificate.issued_at.ToDatetime(tzinfo=UTC)
-    old_kid = keys.ring().active_key(AMR).kid
+    old_kid = keys.ring().active_key(AMR, primary).kid
     if case.event == "rotate":
-        await asyncio.to_thread(keys.rotate, AMR, "test")
+        await asyncio.to_thread(lambda: keys.rotate(AMR, "test", alg=primary))
     elif case.event == "compromise-at-issue":
         await asyncio.to_thread(keys.compromise, old_kid, issued_at, "test")
     elif case.event == "compromise-after-issue":
@@ -214,15 +229,19 @@ async def test_rotation_and_compromise_table(
         forged = Certificate.from_claims(
             json.loads(_payload(token)) | {"fields": licence_fields(name="冒名公司")}
         )
-        token = forged.sign(generate())
+        token = forged.sign(generate(primary))
 
     assert failed_checks(await verify_token(channel, token)) == case.failing
     offline = await download(channel)
     assert offline_failures(offline.verify(token)) == case.failing
+    for second in all_tokens(certificate)[1:]:
+        assert (await verify_token(channel, second)).valid
+        assert offline.verify(second).valid
     if case.event != "foreign-key":
         later = await issue(channel)
-        assert (await verify_token(channel, later.token)).valid
-        assert offline.verify(later.token).valid
+        for later_token in all_tokens(later):
+            assert (await verify_token(channel, later_token)).valid
+            assert offline.verify(later_token).valid
 
 
 def _payload(token: str) -> bytes:
@@ -231,8 +250,14 @@ def _payload(token: str) -> bytes:
     return b64url_decode(token.split(".")[1])
 
 
-async def test_every_single_character_change_of_a_token_fails(channel: Channel) -> None:
-    token = (await issue(channel)).token
+@pytest.mark.parametrize("cert_settings", SUITES, indirect=True)
+@pytest.mark.parametrize("which", [0, -1], ids=["primary", "last"])
+async def test_every_single_character_change_of_a_token_fails(
+    channel: Channel, cert_settings: Settings, which: int
+) -> None:
+    if which and len(cert_settings.type_algorithms(LICENCE)) == 1:
+        pytest.skip("single-signed: the last token is the primary, tested already")
+    token = all_tokens(await issue(channel))[which]
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
     tampered = {}
     for position, original in enumerate(token):

@@ -171,5 +171,5 @@ def test_the_example_configuration_declares_the_business_licence() -> None:
     licence = CertificateTypes(settings.certificate_types).get(LICENCE)
     assert licence.name == "营业执照"
     assert licence.issuer_uscc == AMR
-    assert settings.signing.algorithm == "EdDSA"
+    assert settings.signing_algorithm == "EdDSA"
     assert settings.signing.passphrase_from_env is None
