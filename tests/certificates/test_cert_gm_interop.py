@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -115,7 +114,7 @@ def test_openssl_verifies_certificate_trust_bundle_and_status_list(
     assert openssl_verifies(bundle_token, root_jwk, tmp_path)
     assert openssl_verifies(status_token, root_jwk, tmp_path)
     # And openssl refuses a signature over other bytes (the test can fail).
-    header, payload, signature = token.split(".")
+    header, _, signature = token.split(".")
     other = f"{header}.{b64url_encode(b'{}')}.{signature}"
     assert not openssl_verifies(other, issuer_jwk.public_key.jwk(), tmp_path)
 
@@ -153,7 +152,7 @@ def test_tongban_verifies_what_openssl_signed(
 
 
 @pytest.fixture(scope="session")
-def node_jose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def node_jose(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with `jose` installed from the npm registry (skips when unreachable)."""
     if NODE is None or NPM is None:
         pytest.skip("node and npm are not installed")
@@ -168,7 +167,7 @@ def node_jose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     if done.returncode != 0:
         pytest.skip(f"npm could not install jose: {done.stderr.decode()[-300:]}")
-    yield folder
+    return folder
 
 
 _VERIFY_JS = """
@@ -215,7 +214,8 @@ def test_dual_signed_verifies_under_node_jose_and_openssl(
     assert node_verify(".".join(tampered)).returncode != 0
     # The GM domain: the SM2 token with the issuer's SM2 key.
     sm2_key = trust.bundle.get(second.kid)
-    assert sm2_key is not None and sm2_key.issuer_uscc == AMR
+    assert sm2_key is not None
+    assert sm2_key.issuer_uscc == AMR
     assert openssl_verifies(tokens[1], sm2_key.public_key.jwk(), tmp_path)
     # Tongban accepts either token and says which suites verified.
     dual = trust.verifier.verify_tokens(tokens)

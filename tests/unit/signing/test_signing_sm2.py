@@ -70,7 +70,8 @@ def test_the_suites_name_their_hash_and_signature() -> None:
     assert CryptoSuite.INTERNATIONAL.hash_alg is HashAlg.SHA256
     assert Algorithm(CryptoSuite.GM.signing_alg) is Algorithm.SM2
     assert Algorithm("SM2") is Algorithm.SM2 is Algorithm("sm3withsm2")
-    assert Algorithm.SM2.suite == "gm" and Algorithm.EDDSA.suite == "international"
+    assert Algorithm.SM2.suite == "gm"
+    assert Algorithm.EDDSA.suite == "international"
 
 
 def test_z_and_e_of_the_standard_example() -> None:
@@ -118,8 +119,8 @@ def test_the_standards_private_key_gives_its_public_key_and_signs() -> None:
 def test_jwk_form_and_thumbprint() -> None:
     key = SoftwareSigningKey(Sm2PrivateKey.from_pkcs8_der(_standard_pkcs8()))
     jwk = key.public_jwk()
-    assert jwk["kty"] == "EC" and jwk["crv"] == "SM2" and jwk["alg"] == "SM3withSM2"
-    assert jwk["x"] == b64url_encode(STANDARD_X) and jwk["y"] == b64url_encode(STANDARD_Y)
+    assert (jwk["kty"], jwk["crv"], jwk["alg"]) == ("EC", "SM2", "SM3withSM2")
+    assert (jwk["x"], jwk["y"]) == (b64url_encode(STANDARD_X), b64url_encode(STANDARD_Y))
     # RFC 7638 §3.2: crv, kty, x, y in that order, no whitespace.
     import hashlib
 
@@ -162,7 +163,7 @@ def test_jws_with_sm2_and_algorithm_confusion() -> None:
     ed = sign_compact(b'{"a":1}', generate(), typ="t")
     with pytest.raises(SignatureInvalid):
         verify_compact(ed, key.public_key(), typ="t")
-    header, payload, signature = token.split(".")
+    _, payload, signature = token.split(".")
     other = b64url_encode(b'{"alg":"SM2","kid":"' + key.kid.encode() + b'","typ":"t"}')
     with pytest.raises(MalformedToken, match="not accepted"):
         parse_compact(f"{other}.{payload}.{signature}", typ="t")
@@ -182,8 +183,16 @@ def test_openssl_reads_the_pkcs8_as_an_sm2_key(tmp_path: Path) -> None:
     key = generate("SM2")
     (tmp_path / "key.pem").write_bytes(key.to_encrypted_pkcs8(b"pw"))
     shown = subprocess.run(
-        [str(OPENSSL), "pkey", "-in", str(tmp_path / "key.pem"), "-passin", "pass:pw"]
-        + ["-noout", "-text"],
+        [
+            str(OPENSSL),
+            "pkey",
+            "-in",
+            str(tmp_path / "key.pem"),
+            "-passin",
+            "pass:pw",
+            "-noout",
+            "-text",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -191,8 +200,16 @@ def test_openssl_reads_the_pkcs8_as_an_sm2_key(tmp_path: Path) -> None:
     assert "ASN1 OID: SM2" in shown
     assert "pub:" in shown
     parsed = subprocess.run(
-        [str(OPENSSL), "pkey", "-in", str(tmp_path / "key.pem"), "-passin", "pass:pw"]
-        + ["-outform", "DER"],
+        [
+            str(OPENSSL),
+            "pkey",
+            "-in",
+            str(tmp_path / "key.pem"),
+            "-passin",
+            "pass:pw",
+            "-outform",
+            "DER",
+        ],
         capture_output=True,
         check=True,
     ).stdout
@@ -205,8 +222,19 @@ def test_a_key_made_by_openssl_loads(tmp_path: Path) -> None:
     run = {"capture_output": True, "check": True}
     subprocess.run([str(OPENSSL), "genpkey", "-algorithm", "SM2", "-out", str(plain)], **run)
     subprocess.run(
-        [str(OPENSSL), "pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", str(plain)]
-        + ["-out", str(encrypted), "-passout", "pass:pw"],
+        [
+            str(OPENSSL),
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes-256-cbc",
+            "-in",
+            str(plain),
+            "-out",
+            str(encrypted),
+            "-passout",
+            "pass:pw",
+        ],
         **run,
     )
     key = SoftwareSigningKey.from_encrypted_pkcs8(encrypted.read_bytes(), b"pw")
