@@ -31,6 +31,7 @@ from certstore.certificate_models import (
     SigningKeyRow,
 )
 from certstore.database import Database, insert_for
+from domain.crypto import HashAlg
 from domain.errors import FailedPrecondition, NotFound
 from signing import TYP_CERTIFICATE, Algorithm, Certificate, KeyStatus, parse_compact
 
@@ -192,9 +193,12 @@ class CertificateWrite:
     `write()` converts that to `StoreError` and rolls everything back.
     """
 
-    def __init__(self, session: Session, status_list_uri: str | None) -> None:
+    def __init__(
+        self, session: Session, status_list_uri: str | None, audit_hash: HashAlg = HashAlg.SHA256
+    ) -> None:
         self._session = session
         self._status_list_uri = status_list_uri
+        self._audit_hash = audit_hash
         self._state: CertificateStateRow | None = None
 
     def lock_state(self) -> CertificateState:
@@ -421,16 +425,24 @@ class CertificateWrite:
 
     def append_audit(self, entries: Sequence[AuditEntry]) -> None:
         """Append to the audit chain in this transaction."""
-        append_in(self._session.connection(), entries)
+        append_in(self._session.connection(), entries, hash_name=self._audit_hash.value)
 
 
 class CertificateStore:
     """Certificates, signing keys and status-list state. Safe to share between threads."""
 
-    def __init__(self, database: Database, *, status_list_uri: str | None = None) -> None:
-        """`status_list_uri` is written once, when the state row is first made."""
+    def __init__(
+        self,
+        database: Database,
+        *,
+        status_list_uri: str | None = None,
+        audit_hash: HashAlg = HashAlg.SHA256,
+    ) -> None:
+        """`status_list_uri` is written once, when the state row is first made;
+        `audit_hash` hashes the audit entries its actions append (SM3 under GM)."""
         self._database = database
         self._status_list_uri = status_list_uri
+        self._audit_hash = audit_hash
 
     @contextmanager
     def write(self) -> Iterator[CertificateWrite]:
@@ -440,7 +452,7 @@ class CertificateStore:
             StoreError: the database failed; nothing of the action was stored.
         """
         with self._database.transaction() as session:
-            yield CertificateWrite(session, self._status_list_uri)
+            yield CertificateWrite(session, self._status_list_uri, self._audit_hash)
 
     def get(self, certificate_id: str) -> StoredCertificate:
         """The certificate with this id.

@@ -9,7 +9,6 @@ filed under the USCC.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from certstore.database import Database, insert_for
 from certstore.field_cipher import FieldCipher, record_context
 from certstore.models import RecordKeyRow, RecordRow
+from domain.crypto import HashAlg
 from domain.errors import StoreError
 from domain.records import SourceRecord, StoredRecord, canonical_json
 from domain.subjects import KeyKind, SubjectKey
@@ -70,10 +70,18 @@ class _Prepared:
 class RecordRepository:
     """Stores department records and finds them by subject key. Safe to share by threads."""
 
-    def __init__(self, database: Database, cipher: FieldCipher | None = None) -> None:
-        """`cipher`, when given, seals every record's fields at rest (see field_cipher)."""
+    def __init__(
+        self,
+        database: Database,
+        cipher: FieldCipher | None = None,
+        hash_alg: HashAlg = HashAlg.SHA256,
+    ) -> None:
+        """`cipher`, when given, seals every record's fields at rest (see field_cipher).
+        `hash_alg` makes the content hashes of records written (SM3 under the GM suite);
+        each row's hash names its algorithm, so rows of either kind are read alike."""
         self._database = database
         self._cipher = cipher
+        self.hash_alg = hash_alg
 
     def upsert_records(
         self,
@@ -100,7 +108,13 @@ class RecordRepository:
             return []
         with self._database.transaction() as session:
             return upsert_records_in(
-                session, adapter_id, department, records, fetched_at, cipher=self._cipher
+                session,
+                adapter_id,
+                department,
+                records,
+                fetched_at,
+                cipher=self._cipher,
+                hash_alg=self.hash_alg,
             )
 
     def upsert_batches(self, batches: Sequence[RecordBatch]) -> None:
@@ -118,6 +132,7 @@ class RecordRepository:
                     batch.records,
                     batch.fetched_at,
                     cipher=self._cipher,
+                    hash_alg=self.hash_alg,
                 )
 
     def find(
@@ -194,6 +209,7 @@ def upsert_records_in(
     fetched_at: datetime,
     *,
     cipher: FieldCipher | None = None,
+    hash_alg: HashAlg = HashAlg.SHA256,
 ) -> list[StoredRecord]:
     """`RecordRepository.upsert_records` inside a unit of work the caller owns.
 
@@ -209,7 +225,7 @@ def upsert_records_in(
     fetched_at = _utc("fetched_at", fetched_at)
     prepared: dict[tuple[str, str], _Prepared] = {}
     for record in records:
-        item = _prepare(adapter_id, department, record, fetched_at, cipher)
+        item = _prepare(adapter_id, department, record, fetched_at, cipher, hash_alg)
         prepared[item.identity] = item
     # Writing in one global order makes concurrent upserts of overlapping records take
     # their row locks in the same order, so PostgreSQL cannot deadlock them.
@@ -245,9 +261,14 @@ def _prepare(
     record: SourceRecord,
     fetched_at: datetime,
     cipher: FieldCipher | None = None,
+    hash_alg: HashAlg = HashAlg.SHA256,
 ) -> _Prepared:
     stored = StoredRecord.of(
-        record, adapter_id=adapter_id, department=department, fetched_at=fetched_at
+        record,
+        adapter_id=adapter_id,
+        department=department,
+        fetched_at=fetched_at,
+        hash_alg=hash_alg,
     )
     updated_at = None if record.updated_at is None else _utc("updated_at", record.updated_at)
     row = {
@@ -372,7 +393,11 @@ class ChangedRecords:
 
 
 def prepare_records(
-    adapter_id: str, department: str, records: Sequence[SourceRecord], fetched_at: datetime
+    adapter_id: str,
+    department: str,
+    records: Sequence[SourceRecord],
+    fetched_at: datetime,
+    hash_alg: HashAlg = HashAlg.SHA256,
 ) -> list[PreparedRecord]:
     """Turn `records` into rows, without touching the database (run it outside the
     transaction: hashing is the costly part). Fields stay plain until written.
@@ -403,7 +428,7 @@ def prepare_records(
             ],
             "fields": _JsonText(canonical.decode()),
             # = domain.records.content_hash(fields), from the one serialization.
-            "content_hash": "sha256:" + hashlib.sha256(canonical).hexdigest(),
+            "content_hash": hash_alg.tagged(canonical),
             "fetched_at": fetched_at,
             "source_updated_at": None if updated_at is None else _utc("updated_at", updated_at),
             "withdrawn_at": None,

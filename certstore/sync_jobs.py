@@ -43,6 +43,7 @@ from certstore.records import (
     write_changed_records_in,
 )
 from certstore.sync_models import DeadLetterRow, SeenRecordRow, SyncJobRow
+from domain.crypto import HashAlg
 from domain.errors import FailedPrecondition, InvalidRequest, NotFound
 from domain.records import SourceRecord
 from domain.subjects import mask_identifiers
@@ -101,10 +102,17 @@ class _Fence:
 class SyncJobRepository:
     """Sync jobs, their leases, batches and dead letters. Safe to share by threads."""
 
-    def __init__(self, database: Database, cipher: FieldCipher | None = None) -> None:
-        """`cipher`, when given, seals the fields of every record written (at rest)."""
+    def __init__(
+        self,
+        database: Database,
+        cipher: FieldCipher | None = None,
+        hash_alg: HashAlg = HashAlg.SHA256,
+    ) -> None:
+        """`cipher`, when given, seals the fields of every record written (at rest);
+        `hash_alg` makes their content hashes (SM3 under the GM suite)."""
         self._database = database
         self._cipher = cipher
+        self._hash_alg = hash_alg
 
     # --- creating and reading jobs ----------------------------------------------------------
 
@@ -433,7 +441,9 @@ class SyncJobRepository:
             InvalidRequest: a record's fields are not representable as canonical JSON.
             StoreError: the database failed or is unreachable; nothing was written.
         """
-        prepared = prepare_records(lease.job.adapter_id, department, batch.upserts, now)
+        prepared = prepare_records(
+            lease.job.adapter_id, department, batch.upserts, now, self._hash_alg
+        )
         with self._database.transaction() as session:
             adapter_id = lease.job.adapter_id
             written = write_changed_records_in(session, adapter_id, prepared, cipher=self._cipher)

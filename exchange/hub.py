@@ -77,10 +77,13 @@ class Hub:
             database=database.engine.url.render_as_string(hide_password=True),
             adapters=[a.adapter_id for a in catalog.adapters],
         )
-        records = RecordRepository(database, cipher)
+        records = RecordRepository(database, cipher, settings.crypto.suite.hash_alg)
         security = settings.security
         secret = security.dev_token_secret
-        audit = AuditTrail(AuditLog(database), _audit_subject_key(settings))
+        audit = AuditTrail(
+            AuditLog(database, hash_name=settings.crypto.suite.hash_alg.value),
+            _audit_subject_key(settings),
+        )
         return cls(
             settings,
             database,
@@ -175,7 +178,7 @@ def _record_cipher(settings: Settings) -> FieldCipher | None:
             keys[kid] = base64.b64decode(secret.get_secret_value(), validate=True)
         except ValueError as exc:
             raise ConfigError(f"security.record_keys.{kid}", "not base64") from exc
-    return FieldCipher(keys, security.active_record_key)
+    return FieldCipher(keys, security.active_record_key, settings.crypto.suite.field_cipher)
 
 
 def open_store(settings: Settings) -> Database:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from domain.crypto import HashAlg
 from domain.errors import InvalidRequest, VerificationError
 from signing.errors import MalformedDocument
 
@@ -54,9 +55,23 @@ class TreeHasher:
         return self.new(b"\x01" + left + right).digest()
 
 
-SHA256 = TreeHasher("sha256", hashlib.sha256)
+class _Sm3:
+    """SM3 (GB/T 32905) in `hashlib`'s shape, for the GM suite's tree."""
 
-_HASHERS: dict[str, TreeHasher] = {"sha256": SHA256}
+    digest_size = 32
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def digest(self) -> bytes:
+        return HashAlg.SM3.digest(self._data)
+
+
+SHA256 = TreeHasher("sha256", hashlib.sha256)
+# `[crypto] suite = "gm"`: a new audit tree is SM3 (`CryptoSuite.hash_alg`).
+SM3 = TreeHasher(HashAlg.SM3.value, _Sm3)
+
+_HASHERS: dict[str, TreeHasher] = {"sha256": SHA256, SM3.name: SM3}
 
 
 def tree_hasher(name: str = "sha256") -> TreeHasher:

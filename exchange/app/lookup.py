@@ -337,6 +337,7 @@ class LookupService:
                         adapter_id=result.adapter_id,
                         department=result.department,
                         fetched_at=now,
+                        hash_alg=self.hub.records.hash_alg,
                     )
                     for r in result.records
                 ]

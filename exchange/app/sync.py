@@ -53,7 +53,7 @@ class JobPage:
 class SyncService:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.jobs = SyncJobRepository(hub.database)
+        self.jobs = SyncJobRepository(hub.database, hash_alg=hub.records.hash_alg)
 
     async def start(self, adapter_id: str, mode: SyncMode) -> SyncJob:
         """Queue a job. Raises `InvalidRequest`, `NotFound` (no such adapter),

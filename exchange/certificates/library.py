@@ -92,7 +92,11 @@ class CertificateLibrary:
             StoreError: the database failed.
         """
         provider = provider or key_provider(settings)
-        store = CertificateStore(database, status_list_uri=status_list_uri(settings))
+        store = CertificateStore(
+            database,
+            status_list_uri=status_list_uri(settings),
+            audit_hash=settings.crypto.suite.hash_alg,
+        )
         types = CertificateTypes(settings.certificate_types)
         publisher: TrustPublisher | None = None
 

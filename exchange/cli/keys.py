@@ -54,7 +54,11 @@ def _key_manager(config: Path | None) -> tuple[KeyManager, Settings]:
     from exchange.hub import open_store
 
     settings = _settings(config)
-    store = CertificateStore(open_store(settings), status_list_uri=status_list_uri(settings))
+    store = CertificateStore(
+        open_store(settings),
+        status_list_uri=status_list_uri(settings),
+        audit_hash=settings.crypto.suite.hash_alg,
+    )
     manager = KeyManager(
         store, key_provider(settings), algorithm=Algorithm(settings.signing_algorithm)
     )

@@ -252,7 +252,7 @@ async def _run_in_foreground(hub: Hub, adapter_id: str, mode: SyncMode) -> SyncJ
     from exchange.sync.worker import worker_name
 
     settings = hub.settings
-    repository = SyncJobRepository(hub.database, cipher_of(hub.records))
+    repository = SyncJobRepository(hub.database, cipher_of(hub.records), hub.records.hash_alg)
     name = worker_name(settings.sync)
     lease = await asyncio.to_thread(_lease_for_run, repository, settings, adapter_id, mode, name)
     console = Console(stderr=True)
@@ -424,7 +424,7 @@ def replay(
     settings = _settings(config)
     hub = Hub.open(settings)
     try:
-        repository = SyncJobRepository(hub.database, cipher_of(hub.records))
+        repository = SyncJobRepository(hub.database, cipher_of(hub.records), hub.records.hash_alg)
         adapter_id = repository.dead_letter(dead_letter_id).adapter_id
         adapter = next((a for a in hub.adapters if a.adapter_id == adapter_id), None)
         if adapter is None:

@@ -26,7 +26,9 @@ class SyncNode:
 
     def __init__(self, hub: Hub) -> None:
         settings = hub.settings.sync
-        self.repository = SyncJobRepository(hub.database, cipher_of(hub.records))
+        self.repository = SyncJobRepository(
+            hub.database, cipher_of(hub.records), hub.records.hash_alg
+        )
         self.worker = SyncWorker(
             self.repository,
             lambda: hub.catalog.adapters,

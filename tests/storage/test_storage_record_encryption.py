@@ -10,10 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from certstore.database import Database
-from certstore.field_cipher import FieldCipher
-from certstore.records import RecordRepository
+from certstore.field_cipher import SM4_GCM, FieldCipher
+from certstore.records import RecordRepository, prepare_records
+from domain.crypto import HashAlg
 from domain.errors import StoreError
-from domain.records import SourceRecord
+from domain.records import SourceRecord, content_hash
 from domain.subjects import KeyKind, parse_key
 
 PERSON = parse_key(KeyKind.ID_CARD, "11010519491231002X")
@@ -88,3 +89,47 @@ def test_tampered_or_moved_ciphertext_is_refused(database: Database) -> None:
         connection.execute(sa.text("UPDATE records SET fields = :f"), {"f": json.dumps(flipped)})
     with pytest.raises(StoreError, match="integrity"):
         repository.find(PERSON)
+
+
+# --- the GM suite: SM4-GCM sealing and SM3 content hashes ---------------------------
+
+
+def test_the_gm_suite_seals_with_sm4_gcm_and_hashes_with_sm3(database: Database) -> None:
+    repository = RecordRepository(database, FieldCipher({"k1": OLD}, "k1", SM4_GCM), HashAlg.SM3)
+    (stored,) = repository.upsert_records("psb", "公安局", [record()], datetime.now(UTC))
+    assert stored.content_hash == content_hash(FIELDS, HashAlg.SM3)
+    assert stored.content_hash.startswith("sm3:")
+    (at_rest,) = raw_fields(database)
+    assert "王伟" not in at_rest
+    assert json.loads(at_rest)["$sealed"] == "SM4GCM"
+    (found,) = repository.find(PERSON)
+    assert found.fields == FIELDS
+    assert found.content_hash == stored.content_hash
+    # The sync path's row builder hashes alike.
+    (prepared,) = prepare_records("psb", "公安局", [record()], datetime.now(UTC), HashAlg.SM3)
+    assert prepared.row["content_hash"] == stored.content_hash
+
+
+def test_switching_to_gm_reads_old_rows_and_reseals_them_lazily(database: Database) -> None:
+    international = RecordRepository(database, FieldCipher({"k1": OLD}, "k1"))
+    (old,) = international.upsert_records("psb", "公安局", [record()], datetime.now(UTC))
+    assert old.content_hash.startswith("sha256:")
+    gm = RecordRepository(database, FieldCipher({"k1": OLD}, "k1", SM4_GCM), HashAlg.SM3)
+    (found,) = gm.find(PERSON)
+    assert found.fields == FIELDS
+    assert found.content_hash == old.content_hash  # history is not rewritten
+    assert json.loads(raw_fields(database)[0])["$sealed"] == "SM4GCM"
+    # ...and the international hub can still open what the GM one sealed.
+    assert international.find(PERSON)[0].fields == FIELDS
+
+
+def test_sm4_gcm_refuses_tampering_and_the_wrong_cipher_name() -> None:
+    cipher = FieldCipher({"k1": OLD}, "k1", SM4_GCM)
+    context = b"psb\x1fpopulation.resident\x1fR1"
+    sealed = cipher.seal(FIELDS, context)
+    assert cipher.open(sealed, context) == FIELDS
+    with pytest.raises(StoreError, match="integrity"):
+        cipher.open(sealed, b"psb\x1fpopulation.resident\x1fR2")
+    # Claiming AES for an SM4 ciphertext does not open it either.
+    with pytest.raises(StoreError, match="integrity"):
+        cipher.open({**sealed, "$sealed": "A256GCM"}, context)
