@@ -10,8 +10,8 @@ certificates.
 Record content hashes and sealed fields already name their algorithm in each row
 (``sha256:…``, ``{"$sealed": "A256GCM"}``), so switching to SM3 / SM4-GCM rewrites nothing.
 
-Revision ID: 0005_gm_suite
-Revises: 0004
+Revision ID: 0006_gm_suite
+Revises: 0005
 Create Date: 2026-12-03
 """
 
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_gm_suite"
-down_revision: str | Sequence[str] | None = "0004"
+revision: str = "0006_gm_suite"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
