@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cert_testkit import AMR, COMPANY, EXAMPLE, LICENCE, licence_issue
+from cert_testkit import AMR, COMPANY, EXAMPLE, LICENCE, SUITES, licence_issue
 from typer.testing import CliRunner
 
 from domain.errors import ConfigError, InvalidRequest
@@ -33,9 +33,18 @@ def hub_address(server: HubServer) -> str:
     return f"127.0.0.1:{server.port}"
 
 
+SUITES_SHOWN = {
+    "international": "suites verified: international (EdDSA)",
+    "gm": "suites verified: gm (SM3withSM2)",
+    "dual": "suites verified: international (EdDSA), gm (SM3withSM2)",
+}
+
+
+@pytest.mark.parametrize("cert_settings", SUITES, indirect=True)
 async def test_issue_export_verify_revoke_verify_again(
-    hub_server: HubServer, tmp_path: Path
+    hub_server: HubServer, tmp_path: Path, cert_settings: Settings
 ) -> None:
+    suite = _profile(cert_settings)
     hub = hub_address(hub_server)
     token_file = tmp_path / "licence.jws"
     issued = await tongban(
@@ -66,12 +75,26 @@ async def test_issue_export_verify_revoke_verify_again(
         "--root", str(trust / "root.jwk.json"),
     ]  # fmt: skip
 
+    tokens = token_file.read_text().split()
+    assert len(tokens) == (2 if suite == "dual" else 1)
     valid = await tongban("verify", str(token_file), *files)
     assert valid.exit_code == 0, valid.output
     for check in ("INTEGRITY", "SIGNATURE", "ISSUER_TRUSTED", "KEY_VALID_AT_ISSUE", "STATUS"):
         assert check in valid.output
     assert "VALIDITY_WINDOW" in valid.output
     assert "NOT VALID" not in valid.output
+    assert SUITES_SHOWN[suite] in valid.output
+    if suite == "dual":
+        # One token broken: the other still verifies, and the output says which failed.
+        broken = tmp_path / "broken.jws"
+        broken.write_text(f"{tokens[0][:-3]}AAA\n{tokens[1]}\n")
+        either = await tongban("verify", str(broken), *files)
+        assert either.exit_code == 0, either.output
+        assert "FAILED" in either.output
+        assert "suites verified: gm (SM3withSM2)" in either.output
+        by_id = await tongban("verify", certificate_id, "--hub", hub)
+        assert by_id.exit_code == 0, by_id.output
+        assert SUITES_SHOWN["dual"] in by_id.output
 
     revoked = await tongban("cert", "revoke", certificate_id, "--reason", "吊销", "--hub", hub)
     assert revoked.exit_code == 0, revoked.output
@@ -93,6 +116,12 @@ async def test_issue_export_verify_revoke_verify_again(
     assert "FAIL" in offline.output
     assert "NOT VALID" in offline.output
     assert "claimed, not verified" in offline.output
+
+
+def _profile(settings: Settings) -> str:
+    if len(settings.type_algorithms(LICENCE)) == 2:
+        return "dual"
+    return "gm" if settings.crypto.suite == "gm" else "international"
 
 
 async def test_suspend_reinstate_list_and_qr(hub_server: HubServer, tmp_path: Path) -> None:
