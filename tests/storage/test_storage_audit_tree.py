@@ -39,9 +39,10 @@ def entries(count: int, first: int = 1) -> list[AuditEntry]:
     ]
 
 
-@pytest.fixture
-def tree(database: Database) -> AuditLog:
-    log = AuditLog(database)
+# The international suite's SHA-256 tree and the GM suite's SM3 tree.
+@pytest.fixture(params=["sha256", "sm3"])
+def tree(database: Database, request: pytest.FixtureRequest) -> AuditLog:
+    log = AuditLog(database, hash_name=request.param)
     log.append(entries(4))
     log.append(entries(2, 5))  # two appends: the tree continues across transactions
     return log
@@ -97,13 +98,32 @@ TAMPERING = [
 ]
 
 
+def test_a_tree_keeps_the_hash_it_was_made_with(database: Database) -> None:
+    """A store that switches to the GM suite keeps its SHA-256 tree (history is not
+    rewritten); a tree made under the GM suite is SM3, GB/T 32905 for every node."""
+    AuditLog(database).append(entries(2))
+    switched = AuditLog(database, hash_name="sm3")
+    switched.append(entries(1, 3))
+    assert switched.state().hash_name == "sha256"
+    assert switched.verify().intact
+
+
+def test_the_sm3_tree_hashes_with_sm3() -> None:
+    from domain.crypto import HashAlg
+
+    hasher = merkle.tree_hasher("sm3")
+    assert hasher.leaf(b"abc") == HashAlg.SM3.digest(b"\x00abc")
+    assert hasher.node(b"l", b"r") == HashAlg.SM3.digest(b"\x01lr")
+    assert hasher.digest_size == 32
+
+
 def test_an_untouched_tree_is_intact(tree: AuditLog) -> None:
     report = tree.verify()
     assert report.intact, report.problem
     assert report.entries_checked == 6
     size, root = tree.head()
     assert size == 6
-    hasher = merkle.SHA256
+    hasher = merkle.tree_hasher(tree.state().hash_name)  # SHA-256, or SM3 (GM suite)
     leaves = [hasher.leaf(leaf_data(n, e)) for n, e in enumerate(entries(6), 1)]
     assert bytes.fromhex(root) == merkle.fold(
         hasher,
