@@ -10,8 +10,8 @@ certificates.
 Record content hashes and sealed fields already name their algorithm in each row
 (``sha256:…``, ``{"$sealed": "A256GCM"}``), so switching to SM3 / SM4-GCM rewrites nothing.
 
-Revision ID: 0008_gm_suite
-Revises: 0007_record_key_lookup
+Revision ID: 0009_gm_suite
+Revises: 0008_record_signatures
 Create Date: 2026-12-03
 """
 
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_gm_suite"
-down_revision: str | Sequence[str] | None = "0007_record_key_lookup"
+revision: str = "0009_gm_suite"
+down_revision: str | Sequence[str] | None = "0008_record_signatures"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
