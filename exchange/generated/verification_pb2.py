@@ -27,37 +27,39 @@ from exchange.generated import certificates_pb2 as tongban_dot_v1_dot_certificat
 from exchange.generated import exchange_pb2 as tongban_dot_v1_dot_exchange__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtongban/v1/verification.proto\x12\ntongban.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dtongban/v1/certificates.proto\x1a\x19tongban/v1/exchange.proto\"S\n\x0b\x43heckResult\x12$\n\x05\x63heck\x18\x01 \x01(\x0e\x32\x15.tongban.v1.CheckName\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xff\x01\n\x07Verdict\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\'\n\x06\x63hecks\x18\x02 \x03(\x0b\x32\x17.tongban.v1.CheckResult\x12,\n\x0b\x63\x65rtificate\x18\x03 \x01(\x0b\x32\x17.tongban.v1.Certificate\x12/\n\x0bverified_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nusage_copy\x18\x05 \x01(\x0b\x32\x15.tongban.v1.UsageCopy\x12\x32\n\x11usage_copy_checks\x18\x06 \x03(\x0b\x32\x17.tongban.v1.CheckResult\"\x8b\x01\n\rVerifyRequest\x12\x18\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05token\x18\x02 \x01(\tH\x00\x12\x11\n\x07qr_text\x18\x03 \x01(\tH\x00\x12\x14\n\nusage_copy\x18\x04 \x01(\tH\x00\x12\x19\n\x11\x63\x65rtificate_token\x18\x05 \x01(\tB\x0b\n\tpresented\"6\n\x0eVerifyResponse\x12$\n\x07verdict\x18\x01 \x01(\x0b\x32\x13.tongban.v1.Verdict\"\xa9\x01\n\x13VerifyStreamRequest\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x18\n\x0e\x63\x65rtificate_id\x18\x02 \x01(\tH\x00\x12\x0f\n\x05token\x18\x03 \x01(\tH\x00\x12\x11\n\x07qr_text\x18\x04 \x01(\tH\x00\x12\x14\n\nusage_copy\x18\x05 \x01(\tH\x00\x12\x19\n\x11\x63\x65rtificate_token\x18\x06 \x01(\tB\x0b\n\tpresented\"c\n\x14VerifyStreamResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12$\n\x07verdict\x18\x02 \x01(\x0b\x32\x13.tongban.v1.Verdict\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x17\n\x15GetTrustBundleRequest\"\xa6\x01\n\x16GetTrustBundleResponse\x12\x14\n\x0ctrust_bundle\x18\x01 \x01(\t\x12\x13\n\x0bstatus_list\x18\x02 \x01(\t\x12\x17\n\x0froot_public_jwk\x18\x03 \x01(\t\x12/\n\x0bnext_update\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x64\x65partment_keys\x18\x05 \x01(\t\"S\n\x14VerifyReceiptRequest\x12\x0f\n\x07receipt\x18\x01 \x01(\t\x12*\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1a.tongban.v1.LookupResponse\"<\n\x0cReceiptCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"e\n\x15VerifyReceiptResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12(\n\x06\x63hecks\x18\x02 \x03(\x0b\x32\x18.tongban.v1.ReceiptCheck\x12\x13\n\x0b\x63laims_json\x18\x03 \x01(\t*\xf6\x01\n\tCheckName\x12\x1a\n\x16\x43HECK_NAME_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43HECK_NAME_INTEGRITY\x10\x01\x12\x18\n\x14\x43HECK_NAME_SIGNATURE\x10\x02\x12\x1d\n\x19\x43HECK_NAME_ISSUER_TRUSTED\x10\x03\x12!\n\x1d\x43HECK_NAME_KEY_VALID_AT_ISSUE\x10\x04\x12\x15\n\x11\x43HECK_NAME_STATUS\x10\x05\x12\x1e\n\x1a\x43HECK_NAME_VALIDITY_WINDOW\x10\x06\x12 \n\x1c\x43HECK_NAME_CERTIFICATE_MATCH\x10\x07\x32\xdc\x02\n\x13VerificationService\x12?\n\x06Verify\x12\x19.tongban.v1.VerifyRequest\x1a\x1a.tongban.v1.VerifyResponse\x12U\n\x0cVerifyStream\x12\x1f.tongban.v1.VerifyStreamRequest\x1a .tongban.v1.VerifyStreamResponse(\x01\x30\x01\x12W\n\x0eGetTrustBundle\x12!.tongban.v1.GetTrustBundleRequest\x1a\".tongban.v1.GetTrustBundleResponse\x12T\n\rVerifyReceipt\x12 .tongban.v1.VerifyReceiptRequest\x1a!.tongban.v1.VerifyReceiptResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtongban/v1/verification.proto\x12\ntongban.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dtongban/v1/certificates.proto\x1a\x19tongban/v1/exchange.proto\"S\n\x0b\x43heckResult\x12$\n\x05\x63heck\x18\x01 \x01(\x0e\x32\x15.tongban.v1.CheckName\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa8\x02\n\x07Verdict\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\'\n\x06\x63hecks\x18\x02 \x03(\x0b\x32\x17.tongban.v1.CheckResult\x12,\n\x0b\x63\x65rtificate\x18\x03 \x01(\x0b\x32\x17.tongban.v1.Certificate\x12/\n\x0bverified_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nusage_copy\x18\x05 \x01(\x0b\x32\x15.tongban.v1.UsageCopy\x12\x32\n\x11usage_copy_checks\x18\x06 \x03(\x0b\x32\x17.tongban.v1.CheckResult\x12\'\n\x06suites\x18\x07 \x03(\x0b\x32\x17.tongban.v1.SuiteResult\"V\n\x0bSuiteResult\x12\x0b\n\x03\x61lg\x18\x01 \x01(\t\x12\r\n\x05suite\x18\x02 \x01(\t\x12\x0b\n\x03kid\x18\x03 \x01(\t\x12\r\n\x05valid\x18\x04 \x01(\x08\x12\x0f\n\x07reasons\x18\x05 \x03(\t\"\x8b\x01\n\rVerifyRequest\x12\x18\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05token\x18\x02 \x01(\tH\x00\x12\x11\n\x07qr_text\x18\x03 \x01(\tH\x00\x12\x14\n\nusage_copy\x18\x04 \x01(\tH\x00\x12\x19\n\x11\x63\x65rtificate_token\x18\x05 \x01(\tB\x0b\n\tpresented\"6\n\x0eVerifyResponse\x12$\n\x07verdict\x18\x01 \x01(\x0b\x32\x13.tongban.v1.Verdict\"\xa9\x01\n\x13VerifyStreamRequest\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x18\n\x0e\x63\x65rtificate_id\x18\x02 \x01(\tH\x00\x12\x0f\n\x05token\x18\x03 \x01(\tH\x00\x12\x11\n\x07qr_text\x18\x04 \x01(\tH\x00\x12\x14\n\nusage_copy\x18\x05 \x01(\tH\x00\x12\x19\n\x11\x63\x65rtificate_token\x18\x06 \x01(\tB\x0b\n\tpresented\"c\n\x14VerifyStreamResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12$\n\x07verdict\x18\x02 \x01(\x0b\x32\x13.tongban.v1.Verdict\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x17\n\x15GetTrustBundleRequest\"\xa6\x01\n\x16GetTrustBundleResponse\x12\x14\n\x0ctrust_bundle\x18\x01 \x01(\t\x12\x13\n\x0bstatus_list\x18\x02 \x01(\t\x12\x17\n\x0froot_public_jwk\x18\x03 \x01(\t\x12/\n\x0bnext_update\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x64\x65partment_keys\x18\x05 \x01(\t\"S\n\x14VerifyReceiptRequest\x12\x0f\n\x07receipt\x18\x01 \x01(\t\x12*\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1a.tongban.v1.LookupResponse\"<\n\x0cReceiptCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"e\n\x15VerifyReceiptResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12(\n\x06\x63hecks\x18\x02 \x03(\x0b\x32\x18.tongban.v1.ReceiptCheck\x12\x13\n\x0b\x63laims_json\x18\x03 \x01(\t*\xf6\x01\n\tCheckName\x12\x1a\n\x16\x43HECK_NAME_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43HECK_NAME_INTEGRITY\x10\x01\x12\x18\n\x14\x43HECK_NAME_SIGNATURE\x10\x02\x12\x1d\n\x19\x43HECK_NAME_ISSUER_TRUSTED\x10\x03\x12!\n\x1d\x43HECK_NAME_KEY_VALID_AT_ISSUE\x10\x04\x12\x15\n\x11\x43HECK_NAME_STATUS\x10\x05\x12\x1e\n\x1a\x43HECK_NAME_VALIDITY_WINDOW\x10\x06\x12 \n\x1c\x43HECK_NAME_CERTIFICATE_MATCH\x10\x07\x32\xdc\x02\n\x13VerificationService\x12?\n\x06Verify\x12\x19.tongban.v1.VerifyRequest\x1a\x1a.tongban.v1.VerifyResponse\x12U\n\x0cVerifyStream\x12\x1f.tongban.v1.VerifyStreamRequest\x1a .tongban.v1.VerifyStreamResponse(\x01\x30\x01\x12W\n\x0eGetTrustBundle\x12!.tongban.v1.GetTrustBundleRequest\x1a\".tongban.v1.GetTrustBundleResponse\x12T\n\rVerifyReceipt\x12 .tongban.v1.VerifyReceiptRequest\x1a!.tongban.v1.VerifyReceiptResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.generated.verification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHECKNAME']._serialized_start=1395
-  _globals['_CHECKNAME']._serialized_end=1641
+  _globals['_CHECKNAME']._serialized_start=1524
+  _globals['_CHECKNAME']._serialized_end=1770
   _globals['_CHECKRESULT']._serialized_start=136
   _globals['_CHECKRESULT']._serialized_end=219
   _globals['_VERDICT']._serialized_start=222
-  _globals['_VERDICT']._serialized_end=477
-  _globals['_VERIFYREQUEST']._serialized_start=480
-  _globals['_VERIFYREQUEST']._serialized_end=619
-  _globals['_VERIFYRESPONSE']._serialized_start=621
-  _globals['_VERIFYRESPONSE']._serialized_end=675
-  _globals['_VERIFYSTREAMREQUEST']._serialized_start=678
-  _globals['_VERIFYSTREAMREQUEST']._serialized_end=847
-  _globals['_VERIFYSTREAMRESPONSE']._serialized_start=849
-  _globals['_VERIFYSTREAMRESPONSE']._serialized_end=948
-  _globals['_GETTRUSTBUNDLEREQUEST']._serialized_start=950
-  _globals['_GETTRUSTBUNDLEREQUEST']._serialized_end=973
-  _globals['_GETTRUSTBUNDLERESPONSE']._serialized_start=976
-  _globals['_GETTRUSTBUNDLERESPONSE']._serialized_end=1142
-  _globals['_VERIFYRECEIPTREQUEST']._serialized_start=1144
-  _globals['_VERIFYRECEIPTREQUEST']._serialized_end=1227
-  _globals['_RECEIPTCHECK']._serialized_start=1229
-  _globals['_RECEIPTCHECK']._serialized_end=1289
-  _globals['_VERIFYRECEIPTRESPONSE']._serialized_start=1291
-  _globals['_VERIFYRECEIPTRESPONSE']._serialized_end=1392
-  _globals['_VERIFICATIONSERVICE']._serialized_start=1644
-  _globals['_VERIFICATIONSERVICE']._serialized_end=1992
+  _globals['_VERDICT']._serialized_end=518
+  _globals['_SUITERESULT']._serialized_start=520
+  _globals['_SUITERESULT']._serialized_end=606
+  _globals['_VERIFYREQUEST']._serialized_start=609
+  _globals['_VERIFYREQUEST']._serialized_end=748
+  _globals['_VERIFYRESPONSE']._serialized_start=750
+  _globals['_VERIFYRESPONSE']._serialized_end=804
+  _globals['_VERIFYSTREAMREQUEST']._serialized_start=807
+  _globals['_VERIFYSTREAMREQUEST']._serialized_end=976
+  _globals['_VERIFYSTREAMRESPONSE']._serialized_start=978
+  _globals['_VERIFYSTREAMRESPONSE']._serialized_end=1077
+  _globals['_GETTRUSTBUNDLEREQUEST']._serialized_start=1079
+  _globals['_GETTRUSTBUNDLEREQUEST']._serialized_end=1102
+  _globals['_GETTRUSTBUNDLERESPONSE']._serialized_start=1105
+  _globals['_GETTRUSTBUNDLERESPONSE']._serialized_end=1271
+  _globals['_VERIFYRECEIPTREQUEST']._serialized_start=1273
+  _globals['_VERIFYRECEIPTREQUEST']._serialized_end=1356
+  _globals['_RECEIPTCHECK']._serialized_start=1358
+  _globals['_RECEIPTCHECK']._serialized_end=1418
+  _globals['_VERIFYRECEIPTRESPONSE']._serialized_start=1420
+  _globals['_VERIFYRECEIPTRESPONSE']._serialized_end=1521
+  _globals['_VERIFICATIONSERVICE']._serialized_start=1773
+  _globals['_VERIFICATIONSERVICE']._serialized_end=2121
 # @@protoc_insertion_point(module_scope)
