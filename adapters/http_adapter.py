@@ -162,6 +162,19 @@ class HttpOptions(AdapterOptions):
     auth_token: SecretStr | None = None
     changes: HttpChangesOptions | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _signature_beside_each_record(cls, data: Any) -> Any:
+        # A department that signs puts its JWS beside each record as "signature" unless
+        # the mapping names another field (`signature_field`).
+        if isinstance(data, Mapping) and isinstance(data.get("mappings"), list | tuple):
+            mappings = [
+                {"signature_field": "signature", **m} if isinstance(m, Mapping) else m
+                for m in data["mappings"]
+            ]
+            data = {**data, "mappings": mappings}
+        return data
+
     @field_validator("base_url")
     @classmethod
     def _base_url_shape(cls, value: str) -> str:

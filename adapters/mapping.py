@@ -83,6 +83,9 @@ class RecordMapping(OptionsModel):
     field_types: dict[str, Coercion] = Field(default_factory=dict)
     # Applied to `updated_at` values written without a UTC offset (Beijing time default).
     naive_utc_offset: str = "+08:00"
+    # Source field holding the department's JWS over the record (`signing.department`);
+    # None reads none. `http` adapters default it to "signature". A row without it has none.
+    signature_field: str | None = Field(default=None, min_length=1)
 
     @field_validator("naive_utc_offset")
     @classmethod
@@ -189,7 +192,24 @@ class RecordMapping(OptionsModel):
             fields=fields,
             related_subjects=tuple(related),
             updated_at=self._updated_at(row),
+            signature=self._signature(row),
         )
+
+    def _signature(self, row: Mapping[str, Any]) -> str | None:
+        if self.signature_field is None:
+            return None
+        try:
+            value = _lookup(row, self.signature_field)
+        except _Missing:
+            return None
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise _RowProblem(
+                f"signature field {self.signature_field!r} is {type(value).__name__}, "
+                "not a compact JWS string"
+            )
+        return value
 
     def _subject(
         self, row: Mapping[str, Any], kind: KeyKind, source_field: str, *, required: bool

@@ -13,7 +13,9 @@ Routes (every one needs the header ``X-Api-Token: <token>``, else 401):
 - ``GET  /moved/residents/<key>``: 302 elsewhere;
 - ``GET  /slow/residents/<key>``: answers after `slow_seconds`.
 
-`hits` counts requests by route prefix so tests can see retries.
+`hits` counts requests by route prefix so tests can see retries. With `signer` (a function
+of one item returning a JWS or None) every object item of the residents and changes
+answers carries ``"signature": <JWS>`` beside its fields, as a department that signs does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -72,8 +75,15 @@ class _Server(ThreadingHTTPServer):
 class HttpDepartment:
     """Start with `start()`, stop with `stop()`; `base_url` is where it listens."""
 
-    def __init__(self, *, flaky_failures: int = 1, slow_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        flaky_failures: int = 1,
+        slow_seconds: float = 1.0,
+        signer: Callable[[dict[str, Any]], str | None] | None = None,
+    ) -> None:
         self.flaky_failures = flaky_failures
+        self.signer = signer
         self.slow_seconds = slow_seconds
         self.hits: Counter[str] = Counter()
         self.bodies: list[Any] = []
@@ -101,6 +111,12 @@ class HttpDepartment:
         with self._lock:
             self.hits[route] += 1
             return self.hits[route]
+
+    def signed(self, item: Any) -> Any:
+        if self.signer is None or not isinstance(item, dict):
+            return item
+        signature = self.signer(item)
+        return item if signature is None else {**item, "signature": signature}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         department = self
@@ -174,12 +190,13 @@ class HttpDepartment:
                 if key not in RESIDENTS:
                     self._send(404, {"code": 404, "message": "no such resident"})
                     return
-                self._send(200, {"code": 0, "data": {"items": RESIDENTS[key]}})
+                items = [department.signed(item) for item in RESIDENTS[key]]
+                self._send(200, {"code": 0, "data": {"items": items}})
 
             def _changes(self, query: dict[str, str]) -> None:
                 start = int(query.get("cursor", "c0").removeprefix("c"))
                 limit = int(query["limit"])
-                items = CHANGES[start : start + limit]
+                items = [department.signed(item) for item in CHANGES[start : start + limit]]
                 end = start + len(items)
                 self._send(
                     200, {"data": {"items": items}, "next": f"c{end}", "more": end < len(CHANGES)}

@@ -290,3 +290,30 @@ def test_options_error_paths_index_lists_with_brackets() -> None:
     error = options_error(caught.value)
     assert error.field == "options.mappings[1].record_type"
     assert error.rule.startswith("required (and ")
+
+
+def test_the_signature_field_is_read_only_when_declared() -> None:
+    signed = MAPPING.model_copy(update={"signature_field": "sig"})
+    row = good_row(sig="a.b.c")
+    assert isinstance(record := signed.map_row(row), SourceRecord)
+    assert record.signature == "a.b.c"
+    assert isinstance(record := MAPPING.map_row(row), SourceRecord)
+    assert record.signature is None  # not declared: never read
+    assert isinstance(record := signed.map_row(good_row()), SourceRecord)
+    assert record.signature is None  # declared but absent: unsigned
+    bad = signed.map_row(good_row(sig={"not": "a string"}))
+    assert isinstance(bad, Rejection)
+    assert "signature field 'sig' is dict, not a compact JWS string" in bad.reason
+
+
+def test_http_mappings_read_signature_beside_each_record_by_default() -> None:
+    from adapters.http_adapter import HttpOptions
+
+    base = {"base_url": "http://127.0.0.1:1", "fetch": {"path": "/r/{key}"}}
+    mapping = MAPPING.model_dump(mode="json", exclude={"signature_field"})
+    options = parse_options(HttpOptions, {**base, "mappings": [mapping]})
+    assert options.mappings[0].signature_field == "signature"
+    chosen = parse_options(
+        HttpOptions, {**base, "mappings": [{**mapping, "signature_field": "jws"}]}
+    )
+    assert chosen.mappings[0].signature_field == "jws"
