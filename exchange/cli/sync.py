@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol, TextIO, cast
 
 import grpc
 import structlog
@@ -104,8 +104,14 @@ class ProgressBar:
             transient=False,
         )
         self._task: TaskID | None = None
+        self._logging: dict[str, Any] = {}
 
     def __enter__(self) -> ProgressBar:
+        # While the bar is live, the hub's info lines (what the bar shows) are dropped;
+        # warnings and errors are printed readably above it, not as JSON.
+        self._logging = structlog.get_config()
+        stream = cast("TextIO", _ConsoleStream(self._progress.console))
+        configure_logging("WARNING", "console", stream=stream)
         self._progress.start()
         return self
 
@@ -116,6 +122,7 @@ class ProgressBar:
         traceback: TracebackType | None,
     ) -> None:
         self._progress.stop()
+        structlog.configure(**self._logging)
 
     def update(self, job: SyncJob) -> None:
         progress = job.progress
@@ -140,6 +147,21 @@ class ProgressBar:
             eta=eta,
             outcomes=outcomes,
         )
+
+
+class _ConsoleStream:
+    """A text stream printing through a rich console (above its live display)."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self._console.print(text.rstrip("\n"), markup=False, highlight=False)
+        return len(text)
+
+    def flush(self) -> None:
+        return None
 
 
 class ProgressLog:
@@ -183,6 +205,16 @@ class ProgressLog:
         )
 
 
+def _rate_of(job: SyncJob) -> float:
+    """The current rate while the job runs; once it has ended (its current rate is 0),
+    its average over the run, from start to end."""
+    progress = job.progress
+    if not job.state.finished or job.started_at is None or job.finished_at is None:
+        return progress.records_per_second
+    seconds = (job.finished_at - job.started_at).total_seconds()
+    return progress.records_seen / seconds if seconds > 0 else 0.0
+
+
 def _display_fields(job: SyncJob) -> tuple[str, str, str, str]:
     """Count (of the total), rate, ETA and outcomes, as the progress bar shows them."""
     progress = job.progress
@@ -191,7 +223,7 @@ def _display_fields(job: SyncJob) -> tuple[str, str, str, str]:
     eta = progress.eta_seconds
     return (
         count + " records",
-        f"{progress.records_per_second:,.0f}/s",
+        f"{_rate_of(job):,.0f}/s",
         "ETA " + (_clock_text(eta) if eta is not None else "?"),
         f"applied {progress.applied:,} · unchanged {progress.unchanged:,} · "
         f"dead {progress.dead_lettered:,} · withdrawn {progress.withdrawn:,}",
@@ -227,6 +259,9 @@ def run(
     from exchange.hub import Hub
 
     settings = _settings(config)
+    if Console(stderr=True).is_terminal:
+        # The progress bar shows what the info lines would say; see ProgressBar.
+        configure_logging("WARNING", "console")
     hub = Hub.open(settings)
     try:
         adapter = next((a for a in hub.adapters if a.adapter_id == adapter_id), None)

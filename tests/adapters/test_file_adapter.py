@@ -261,6 +261,8 @@ async def test_changes_stream_file_by_file_and_resume_mid_file(build: Build, exp
         (ChangeKind.DELETE, "S7"),
     ]
     assert changes[3].reason == "the row has 3 fields, the header 6"
+    # Each batch tells what is left from it on (counted from the files' lines at start).
+    assert [b.total_estimate for b in batches] == [8, 4, 2]
     assert isinstance(changes[1].record, SourceRecord)
     assert changes[1].record.subject == ZHANG
 
@@ -269,6 +271,7 @@ async def test_changes_stream_file_by_file_and_resume_mid_file(build: Build, exp
     assert [c.source_record_id for b in resumed for c in b.changes] == [
         "S3", "enrolment-20240501.csv:4", "S5", "enrolment-20240501.csv:6", "S1", "S7",
     ]  # fmt: skip
+    assert [b.total_estimate for b in resumed] == [6, 2]
     assert await collect(adapter, batches[-1].cursor, 100) == []
 
     # Rows appended to the last export after the cursor are streamed next time.

@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -99,7 +99,10 @@ def test_run_on_a_terminal_shows_a_live_progress_bar(config: Path, tmp_path: Pat
     assert process.wait(timeout=60) == 0
     text = screen.decode("utf-8", "replace")
     assert "━" in text  # the bar
-    assert "3,000 records" in text
+    assert "3,000/3,000 records" in text  # the CSV's total, counted at the start
+    assert '{"' not in text  # no JSON log lines around the bar
+    final = text[text.rindex("3,000/3,000 records") :].split("ETA")[0]
+    assert " 0/s" not in final  # the end shows the job's average rate
     assert "/s" in text
     assert "ETA" in text
     assert "sync job 1 SUCCEEDED" in text
@@ -245,3 +248,27 @@ async def test_hub_commands_start_watch_status_list_and_cancel(
     assert listed[0] == 0
     assert "CANCELLED" in listed[1]
     assert bad_state[0] != 0
+
+
+def test_progress_bar_shows_the_average_rate_once_the_job_has_ended() -> None:
+    output = io.StringIO()
+    started = datetime(2026, 1, 1, 8, 0, 0, tzinfo=UTC)
+    job = SyncJob(
+        job_id=7,
+        adapter_id=FILE_ADAPTER,
+        mode=SyncMode.FULL,
+        state=JobState.SUCCEEDED,
+        trigger="manual",
+        created_at=started,
+        started_at=started,
+        finished_at=started + timedelta(seconds=8),
+        # An ended job's current rate is 0; the bar shows 4,000 records / 8 s.
+        progress=JobProgress(records_seen=4000, applied=4000, records_per_second=0.0),
+    )
+
+    with ProgressBar(Console(file=output, force_terminal=True, width=160)) as bar:
+        bar.update(job)
+
+    shown = output.getvalue()
+    assert "500/s" in shown
+    assert " 0/s" not in shown
