@@ -26,7 +26,7 @@ from certstore.registrations import (
     RegistrationRepository,
 )
 from domain.adapter_settings import AdapterSettings
-from domain.errors import InvalidRequest, NotFound, PermissionDenied, TongbanError
+from domain.errors import ConfigError, InvalidRequest, NotFound, PermissionDenied, TongbanError
 from exchange.egress import RegistrationRules
 from exchange.settings import Settings
 from exchange.sharing.catalogue import SharingCatalogue
@@ -151,7 +151,14 @@ class AdapterCatalog:
             problem = self._sharing.serving_problem(settings.department_uscc, binding.record_type)
             if problem is not None:
                 raise PermissionDenied(f"spec.serves[{position}].record_type: {problem}")
-        spec = spec_from_settings(settings)
+        try:
+            spec = spec_from_settings(settings)
+        except ConfigError as exc:
+            # A declaration's department keys are checked here (kind, department, JWK shape).
+            if not registered:
+                raise
+            member = exc.setting.removeprefix(f"adapters.{settings.id}.")
+            raise InvalidRequest(f"spec.{member}", exc.rule) from exc
         if registered:
             # The kind is checked before anything is built: a python plug-in is code.
             self.rules.check_kind(declaration)

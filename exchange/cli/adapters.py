@@ -62,6 +62,9 @@ def spec_from_declaration(declaration: dict[str, Any]) -> adapters_pb2.AdapterSp
     options = struct_pb2.Struct()
     options.update(declaration.get("options", {}))
     spec.settings.CopyFrom(options)
+    for jwk in declaration.get("department_keys", []):
+        key = spec.department_keys.add()
+        key.update(jwk)
     if "timeout_seconds" in declaration:
         spec.timeout.FromNanoseconds(int(float(declaration["timeout_seconds"]) * 1e9))
     if "heartbeat_seconds" in declaration:

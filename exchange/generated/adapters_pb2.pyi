@@ -159,6 +159,7 @@ class AdapterSpec(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_KEYS_FIELD_NUMBER: _builtins.int
     adapter_id: _builtins.str
     """Unique id, lower-case letters, digits, '-' and '.', for example "psb.population"."""
     department: _builtins.str
@@ -184,6 +185,13 @@ class AdapterSpec(_message.Message):
     def heartbeat_interval(self) -> _duration_pb2.Duration:
         """How often a remote adapter promises to call Heartbeat; unset means no heartbeat."""
 
+    @_builtins.property
+    def department_keys(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]:
+        """grpc and http adapters only: the department's record-signing public keys (JWKs, as
+        `department_keys` in configuration). When set, every record must carry a valid
+        department signature; the keys are published in the trust bundle's department keys.
+        """
+
     def __init__(
         self,
         *,
@@ -196,10 +204,11 @@ class AdapterSpec(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         max_concurrency: _builtins.int = ...,
         heartbeat_interval: _duration_pb2.Duration | None = ...,
+        department_keys: _abc.Iterable[_struct_pb2.Struct] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "settings", b"settings", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter_id", b"adapter_id", "department", b"department", "department_uscc", b"department_uscc", "heartbeat_interval", b"heartbeat_interval", "kind", b"kind", "max_concurrency", b"max_concurrency", "serves", b"serves", "settings", b"settings", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter_id", b"adapter_id", "department", b"department", "department_keys", b"department_keys", "department_uscc", b"department_uscc", "heartbeat_interval", b"heartbeat_interval", "kind", b"kind", "max_concurrency", b"max_concurrency", "serves", b"serves", "settings", b"settings", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -58,6 +58,10 @@ def declaration_from_proto(spec: adapters_pb2.AdapterSpec) -> dict[str, Any]:
         "serves": serves,
         "options": convert.struct_to_dict(spec.settings),
     }
+    if spec.department_keys:
+        declaration["department_keys"] = [
+            convert.struct_to_dict(jwk) for jwk in spec.department_keys
+        ]
     if spec.HasField("timeout"):
         declaration["timeout_seconds"] = convert.duration_seconds(spec.timeout, "spec.timeout")
     if spec.max_concurrency:

@@ -433,3 +433,94 @@ async def test_a_registered_grpc_adapter_never_uses_the_hubs_own_files(start):
     error = await refused(register(open_as("psb"), spec(adapters_pb2.ADAPTER_KIND_GRPC, options)))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error.details().startswith("spec.settings.tls.ca_file: "), error.details()
+
+
+async def test_a_registered_http_adapter_carries_its_department_keys(start, department):
+    """Run-time registration with department keys: its records' signatures verify, a bad
+    one is rejected, the keys are published in the trust bundle and survive a restart;
+    ownership and egress rules still apply."""
+    import json
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from domain.subjects import normalize
+    from exchange.generated import verification_pb2, verification_pb2_grpc
+    from signing.department import open_department_keys, sign_record
+    from signing.keys import PublicKey, SoftwareSigningKey
+
+    key = SoftwareSigningKey(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
+    jwk = {k: v for k, v in key.public_jwk().items() if k in ("kty", "crv", "x")}
+
+    def signer(item: dict[str, Any]) -> str | None:
+        fields = {n: item[s] for n, s in (("name", "xm"), ("birth_date", "csrq")) if s in item}
+        subject = f"ID_CARD:{normalize(str(item.get('idNo', '')))}"
+        record_id = str(item.get("recordNo"))
+        if record_id == "R1b":
+            fields = {**fields, "name": "别人"}
+        return sign_record(
+            key, "population.resident", record_id, subject, fields, datetime(2026, 1, 1, tzinfo=UTC)
+        )
+
+    department.signer = signer
+    port = port_of(department)
+    server, open_as = await start({"departments": [{"uscc": PSB, "egress": ["127.0.0.0/8"]}]})
+    psb = open_as("psb")
+    message = spec(adapters_pb2.ADAPTER_KIND_HTTP, http_options(f"http://127.0.0.1:{port}"))
+    message.department_keys.add().update(jwk)
+    # A malformed key is refused naming it; keys do not lift the ownership rule.
+    broken = adapters_pb2.AdapterSpec()
+    broken.CopyFrom(message)
+    broken.department_keys[0].update({"x": "not-a-key"})
+    error = await refused(register(psb, broken))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.department_keys[0]" in (error.details() or "")
+    if server.hub.settings.server.mode == "production":
+        foreign = adapters_pb2.AdapterSpec()
+        foreign.CopyFrom(message)
+        foreign.department_uscc = AMR
+        error = await refused(register(psb, foreign))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Keys do not lift the egress rule either: the hub's own port stays refused.
+    own = adapters_pb2.AdapterSpec()
+    own.CopyFrom(message)
+    own.adapter_id = "county.loop"
+    own.settings.update({"base_url": f"http://127.0.0.1:{server.port}"})
+    error = await refused(register(psb, own))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    await register(psb, message)
+    looked_up = await exchange_pb2_grpc.ExchangeServiceStub(open_as("hall")).Lookup(
+        exchange_pb2.LookupRequest(
+            subject=PERSON, purpose=common_pb2.Purpose(case_id="C-1", reason="企业开办 核验")
+        )
+    )
+    county = [r for r in looked_up.records if r.provenance.adapter_id == "county.population"]
+    assert [r.provenance.source_record_id for r in county] == ["R1"]
+    reasons = {r.source_record_id: r.reason for r in looked_up.rejected}
+    assert "other content than the record sent" in reasons["R1b"], reasons
+    fields = set(county[0].fields.fields)
+    if fields == {"name", "birth_date"}:  # not minimized for this caller: signature shown
+        assert county[0].provenance.department_signature.count(".") == 2
+
+    # Published like configured keys (a hub without a root key signs no bundle at all).
+    if server.hub.certificates.keys.root() is not None:
+        bundle = await verification_pb2_grpc.VerificationServiceStub(
+            open_as("hall")
+        ).GetTrustBundle(verification_pb2.GetTrustBundleRequest())
+        root = PublicKey.from_jwk(json.loads(bundle.root_public_jwk))
+        published = open_department_keys(bundle.department_keys, root)
+        assert [k.kid for k in published["county.population"]] == [
+            k.kid
+            for k in next(
+                a for a in server.hub.adapters if a.adapter_id == "county.population"
+            ).spec.department_keys
+        ]
+        assert published["county.population"][0].issuer_uscc == PSB
+
+    restarted = Hub.open(server.hub.settings)
+    try:
+        again = next(a for a in restarted.adapters if a.adapter_id == "county.population")
+        assert len(again.spec.department_keys) == 1
+    finally:
+        await restarted.close()
