@@ -11,7 +11,8 @@ reportlab writes it by name, nothing is embedded or downloaded, viewers substitu
 their own Song face, and text extraction (poppler's pdftotext) reads it back.
 
 The signed tokens travel inside the file as embedded files (PDF 1.7 §7.11.4):
-`certificate.jws` always, `usage-copy.jws` on a usage copy. `tongban verify FILE.pdf`
+`certificate.jws` always, `certificate-second.jws` beside it when the certificate is
+dual-signed (its second suite's token), `usage-copy.jws` on a usage copy. `tongban verify FILE.pdf`
 reads them back (`embedded_tokens`) and verifies them like any token, so a file whose
 embedded token was altered fails as the token does. The info dictionary names the
 certificate (and the copy) for tools such as pdfinfo.
@@ -42,6 +43,8 @@ from signing.usage_copy import UsageCopy
 
 FONT = "STSong-Light"
 CERTIFICATE_ATTACHMENT = "certificate.jws"
+# A dual-signed certificate's second token (the other suite's signature, `second_token`).
+SECOND_CERTIFICATE_ATTACHMENT = "certificate-second.jws"
 USAGE_COPY_ATTACHMENT = "usage-copy.jws"
 MAX_PDF_BYTES = 5 * 1024 * 1024
 _PAGE_WIDTH, _PAGE_HEIGHT = A4
@@ -88,6 +91,8 @@ class EmbeddedTokens:
 
     certificate: str
     usage_copy: str | None = None
+    # A dual-signed certificate's second token.
+    second_certificate: str | None = None
 
 
 def _when(moment: datetime | None) -> str:
@@ -416,4 +421,6 @@ def embedded_tokens(data: bytes) -> EmbeddedTokens:
     certificate = one(CERTIFICATE_ATTACHMENT)
     if certificate is None:
         raise InvalidRequest("file", f"embeds no {CERTIFICATE_ATTACHMENT}: not a Tongban document")
-    return EmbeddedTokens(certificate, one(USAGE_COPY_ATTACHMENT))
+    return EmbeddedTokens(
+        certificate, one(USAGE_COPY_ATTACHMENT), one(SECOND_CERTIFICATE_ATTACHMENT)
+    )

@@ -38,6 +38,7 @@ from exchange.audit import AuditTrail
 from exchange.auth.policy import Caller, Grant
 from exchange.certificates.documents import (
     CERTIFICATE_ATTACHMENT,
+    SECOND_CERTIFICATE_ATTACHMENT,
     USAGE_COPY_ATTACHMENT,
     certificate_content,
     holder_text,
@@ -383,7 +384,7 @@ class CertificateUse:
         content = certificate_content(
             certificate, self.types.find(certificate.type_code), self.certificate_qr_text(stored)
         )
-        pdf = render_pdf(content, [(CERTIFICATE_ATTACHMENT, stored.token)])
+        pdf = render_pdf(content, certificate_attachments(stored))
         entry = self.audit.entry(
             caller,
             "CERT_RENDER",
@@ -407,11 +408,16 @@ class CertificateUse:
         )
         return render_pdf(
             content,
-            [
-                (USAGE_COPY_ATTACHMENT, issued.token),
-                (CERTIFICATE_ATTACHMENT, issued.certificate.token),
-            ],
+            [(USAGE_COPY_ATTACHMENT, issued.token), *certificate_attachments(issued.certificate)],
         )
+
+
+def certificate_attachments(stored: StoredCertificate) -> list[tuple[str, str]]:
+    """The certificate's tokens as PDF attachments: both of a dual-signed one."""
+    attachments = [(CERTIFICATE_ATTACHMENT, stored.token)]
+    if stored.second_token:
+        attachments.append((SECOND_CERTIFICATE_ATTACHMENT, stored.second_token))
+    return attachments
 
 
 def _usable_problem(stored: StoredCertificate, now: datetime) -> str | None:

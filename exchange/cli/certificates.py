@@ -661,6 +661,9 @@ def verify(
         presented = document.usage_copy or document.certificate
         if document.usage_copy is not None:
             certificate_token = document.certificate
+        elif document.second_certificate is not None:
+            # A dual-signed certificate's PDF: both tokens, verified suite by suite below.
+            presented = f"{document.certificate}\n{document.second_certificate}"
     else:
         presented = _read_presented(token_or_file)
     # A dual-signed certificate's file holds its two tokens, one per line.

@@ -7,15 +7,22 @@ test's database; `keys` works on that database directly, as it does in productio
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cert_testkit import AMR, COMPANY, EXAMPLE, LICENCE, SUITES, licence_issue
+from pypdf import PdfReader, PdfWriter
 from typer.testing import CliRunner
 
 from domain.errors import ConfigError, InvalidRequest
+from exchange.certificates.documents import (
+    CERTIFICATE_ATTACHMENT,
+    SECOND_CERTIFICATE_ATTACHMENT,
+    embedded_tokens,
+)
 from exchange.cli import app
 from exchange.generated import certificates_pb2_grpc
 from exchange.server import HubServer
@@ -84,6 +91,31 @@ async def test_issue_export_verify_revoke_verify_again(
     assert "VALIDITY_WINDOW" in valid.output
     assert "NOT VALID" not in valid.output
     assert SUITES_SHOWN[suite] in valid.output
+    # The PDF document embeds every token (both of a dual-signed certificate) and
+    # `verify FILE.pdf` says which suites verified.
+    pdf = tmp_path / "licence.pdf"
+    rendered = await tongban("cert", "render", certificate_id, "--out", str(pdf), "--hub", hub)
+    assert rendered.exit_code == 0, rendered.output
+    embedded = embedded_tokens(pdf.read_bytes())
+    assert [embedded.certificate, embedded.second_certificate] == (
+        tokens if suite == "dual" else [tokens[0], None]
+    )
+    from_pdf = await tongban("verify", str(pdf), *files)
+    assert from_pdf.exit_code == 0, from_pdf.output
+    assert SUITES_SHOWN[suite] in from_pdf.output
+    if suite == "dual":
+        # The second token altered inside the PDF: that suite fails, the first still verifies.
+        writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf.read_bytes())))
+        writer._root_object.pop("/Names", None)  # drop the embedded files, then re-add
+        writer.add_attachment(CERTIFICATE_ATTACHMENT, tokens[0].encode())
+        writer.add_attachment(SECOND_CERTIFICATE_ATTACHMENT, (tokens[1][:-3] + "AAA").encode())
+        tampered = tmp_path / "tampered.pdf"
+        with tampered.open("wb") as out:
+            writer.write(out)
+        half = await tongban("verify", str(tampered), *files)
+        assert half.exit_code == 0, half.output
+        assert "FAILED" in half.output
+        assert "suites verified: international (EdDSA)\n" in half.output
     if suite == "dual":
         # One token broken: the other still verifies, and the output says which failed.
         broken = tmp_path / "broken.jws"
