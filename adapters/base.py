@@ -365,6 +365,10 @@ class Adapter(abc.ABC):
         raise AdapterError(self.adapter_id, f"a {self.spec.kind} adapter cannot stream changes")
         yield  # pragma: no cover - makes this an async generator
 
+    def warm_up(self) -> None:  # noqa: B027 - optional hook, most kinds prepare nothing
+        """Start, in the background on the running loop, what the first fetch would
+        otherwise wait for (the hub calls it at start). Never raises."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook, most kinds hold nothing
         """Release connections and files the adapter holds."""
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final, Literal, Self
 
+import structlog
 from pydantic import Field, field_validator, model_validator
 
 from adapters.base import Adapter, AdapterSpec, Change, ChangeBatch, ChangeKind, Rejection
@@ -36,6 +37,8 @@ from adapters.mapping import AdapterOptions, parse_options
 from domain.errors import AdapterError
 from domain.records import Purpose, SourceRecord
 from domain.subjects import SubjectKey
+
+log = structlog.get_logger("tongban.adapters.file")
 
 __all__ = ["ExportIndex", "FileAdapter", "FileOptions"]
 
@@ -117,7 +120,8 @@ class FileAdapter(Adapter):
     def __init__(self, spec: AdapterSpec) -> None:
         """Raises `InvalidRequest` naming the option when the options are invalid.
 
-        Nothing is read here: the folder is indexed on the first fetch.
+        Nothing is read here: the folder is indexed by `warm_up` (the hub calls it at
+        start) or else on the first fetch.
         """
         options = parse_options(FileOptions, spec.options)
         options.check_serves(spec)
@@ -130,6 +134,7 @@ class FileAdapter(Adapter):
         self._building: asyncio.Task[ExportIndex] | None = None
         self._building_listing: Listing = ()
         self._listing = asyncio.Lock()
+        self._warming: asyncio.Task[None] | None = None
 
     @property
     def rejections(self) -> Mapping[str, tuple[Rejection, ...]]:
@@ -180,7 +185,25 @@ class FileAdapter(Adapter):
         )
         return answer
 
+    def warm_up(self) -> None:
+        """Index the folder in the background now, so that the first lookup after the
+        hub starts finds the index (or a build well under way) instead of starting one
+        inside its caller's deadline. A failure is logged; the first fetch reports it."""
+        if self._warming is None:
+            self._warming = asyncio.create_task(self._warm())
+
+    async def _warm(self) -> None:
+        try:
+            await self.index()
+        except AdapterError as exc:
+            log.warning(
+                "file adapter not indexed at start", adapter=self.adapter_id, error=exc.message
+            )
+
     async def close(self) -> None:
+        if self._warming is not None and not self._warming.done():
+            self._warming.cancel()
+        self._warming = None
         # The worker thread cannot be stopped; its result is simply not waited for.
         if self._building is not None and not self._building.done():
             self._building.cancel()

@@ -140,9 +140,12 @@ class Hub:
         return sign_tree_head(self.audit.store, keys.open(root), self.settings.audit.origin)
 
     def start(self) -> None:
-        """Start the background work (record and audit writes) on the running loop."""
+        """Start the background work (record and audit writes, adapters warming up, such
+        as a `file` adapter indexing its folder) on the running loop."""
         self.writer.start()
         self.audit.start()
+        for adapter in self.catalog.adapters:
+            adapter.warm_up()
 
     async def close(self) -> None:
         """Finish pending writes, close the adapters and the database."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Callable
@@ -114,6 +115,38 @@ async def test_malformed_rows_are_rejected_per_file_with_reasons(
         ("S5", "field 'since' (from '参保日期')"),
         ("enrolment-20240501.csv:6", "id field '参保编号' is missing or empty"),
     ]
+
+
+async def test_warm_up_indexes_the_folder_before_the_first_lookup(
+    build: Build, exports: Path
+) -> None:
+    write(exports / "enrolment-20240501.csv", FIRST_EXPORT)
+    adapter = build()
+
+    adapter.warm_up()
+    adapter.warm_up()  # the hub starts it once; a second call starts nothing more
+    for _ in range(500):
+        if adapter.rejections:
+            break
+        await asyncio.sleep(0.01)
+
+    # Indexed before any fetch; the first lookup then uses that index.
+    assert "enrolment-20240501.csv" in adapter.rejections
+    assert adapter.index_builds == 1
+    assert len((await adapter.fetch(WANG, [ENROLMENT], PURPOSE)).records) == 1
+    assert adapter.index_builds == 1
+
+
+async def test_warm_up_of_a_missing_folder_is_logged_and_the_fetch_reports_it(
+    build: Build, exports: Path
+) -> None:
+    adapter = build(folder=str(exports / "absent"))
+
+    adapter.warm_up()
+    await asyncio.sleep(0.05)
+
+    with pytest.raises(AdapterError, match="does not exist"):
+        await adapter.fetch(WANG, [ENROLMENT], PURPOSE)
 
 
 async def test_the_index_is_rebuilt_only_when_the_folder_changes(
