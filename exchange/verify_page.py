@@ -12,6 +12,7 @@ certificate's. Until every check passed, everything stated is marked as claimed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from html import escape
@@ -127,6 +128,69 @@ def _facts_table(certificate: Certificate, claimed: str, shown: ShownFields | No
     )
 
 
+_T = r"(\S+?)"  # a time, key id, USCC or URI inside a reason
+# The verifier's reasons (signing/verifier.py, signing/usage_copy.py) in Chinese; the
+# English text is shown beside. A reason matching none of them gets a generic line.
+_REASONS_ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern + r"$"), zh)
+    for pattern, zh in (
+        (r"token is a well-formed certificate JWS", "令牌格式正确，是一份完整的电子证照"),
+        (r"signature verifies", "签名与签名密钥相符，内容未被改动"),
+        (
+            r"key belongs to the named issuer in the trust bundle",
+            "签名密钥属于信任清单中的该签发机关",
+        ),
+        (r"key was valid when the certificate was issued", "签发时签名密钥有效"),
+        (r"neither revoked nor suspended", "未被吊销，也未被中止"),
+        (r"within its validity window", "在有效期内"),
+        (rf"key {_T} is not in the trust bundle", "签名密钥 {0} 不在信任清单中"),
+        (rf"header alg {_T} but key {_T} is {_T}", "令牌声明的算法 {0} 与密钥 {1} 的算法 {2} 不符"),
+        (rf"trust bundle expired at {_T}; refresh it", "信任清单已于 {0} 过期，请更新"),
+        (
+            rf"key {_T} belongs to issuer {_T}, but the certificate names {_T}",
+            "签名密钥 {0} 属于签发机关 {1}，而证照写明的签发机关是 {2}",
+        ),
+        (
+            r"no status list loaded; revocation cannot be ruled out",
+            "未载入状态清单，无法排除已被吊销",
+        ),
+        (rf"status list expired at {_T}; refresh it", "状态清单已于 {0} 过期，请更新"),
+        (
+            rf"certificate's status list is {_T}, not the one loaded",
+            "证照的状态清单是 {0}，不是已载入的那份",
+        ),
+        (r"status index (\d+) is outside the status list", "状态序号 {0} 超出状态清单范围"),
+        (r"certificate is revoked \(status index (\d+)\)", "证照已被吊销（状态序号 {0}）"),
+        (r"certificate is suspended \(status index (\d+)\)", "证照已被中止（状态序号 {0}）"),
+        (rf"not valid before {_T}", "{0} 之前尚未生效"),
+        (rf"expired at {_T}", "已于 {0} 过期"),
+        (rf"valid until {_T}", "有效期至 {0}"),
+        (rf"key {_T} is compromised since {_T}; .*", "签名密钥 {0} 自 {1} 起已泄露"),
+        (r"not checked: (.+)", "未检查：依赖的检查（{0}）未通过"),
+        (r"the certificate token is not the one the copy names", "证照令牌不是加注件所指的那一份"),
+        (r"the certificate id is not the copy's", "证照标识与加注件所指的不符"),
+        (rf"names certificate {_T}", "指向证照 {0}"),
+        (r"certificate claims: .*", "证照内容不符合格式要求"),
+    )
+)
+
+
+def _reason_zh(reason: str, passed: bool) -> str:
+    """`reason` in Chinese: a known reason translated, else a generic line."""
+    for pattern, zh in _REASONS_ZH:
+        matched = pattern.match(reason)
+        if matched is not None:
+            return zh.format(*matched.groups())
+    return "符合要求" if passed else "未通过（原因见英文说明）"
+
+
+def _reason_cell(reason: str, passed: bool) -> str:
+    """A check's explanation in Chinese with the verifier's English beside it."""
+    if not reason:
+        return ""
+    return f"{escape(_reason_zh(reason, passed))} <span class='en'>{escape(reason)}</span>"
+
+
 def _checks_table(title: str, rows: Sequence[tuple[str, str, bool, str]]) -> str:
     checks = "".join(
         f"<tr><td>{escape(zh)} <span class='en'>{escape(en)}</span></td>"
@@ -135,7 +199,7 @@ def _checks_table(title: str, rows: Sequence[tuple[str, str, bool, str]]) -> str
             if passed
             else '<td class="fail">未通过 <span class="en">failed</span></td>'
         )
-        + f"<td>{escape(reason)}</td></tr>"
+        + f"<td>{_reason_cell(reason, passed)}</td></tr>"
         for zh, en, passed, reason in rows
     )
     return (
@@ -175,7 +239,7 @@ def render_suites(suites: Sequence[SuiteResult]) -> str:
         rows.append(
             f"<tr><td>{escape(zh)} <span class='en'>{escape(en)}</span></td>"
             f"<td>{escape(suite.alg)}</td>{result}"
-            f"<td>{escape('; '.join(suite.reasons))}</td></tr>"
+            f"<td>{'; '.join(_reason_cell(r, suite.valid) for r in suite.reasons)}</td></tr>"
         )
     return (
         "<h2>签名算法 <span class='en'>Signatures</span></h2><table>"
