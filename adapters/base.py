@@ -305,7 +305,7 @@ class Adapter(abc.ABC):
                 )
             elif not item.source_record_id:
                 rejected.append(Rejection(f"#{position}", "no source record id"))
-            elif (problem := self._signature_problem(item)) is not None:
+            elif (problem := self.signature_problem(item)) is not None:
                 rejected.append(Rejection(item.source_record_id, problem))
             elif item.signature is not None and not self.spec.department_keys:
                 # Nobody can check it here: never pass on a signature the hub did not verify.
@@ -314,7 +314,9 @@ class Adapter(abc.ABC):
                 records.append(item)
         return FetchResult(tuple(records), tuple(rejected))
 
-    def _signature_problem(self, record: SourceRecord) -> str | None:
+    def signature_problem(self, record: SourceRecord) -> str | None:
+        """Why `record`'s department signature fails (None: it verifies, or this adapter
+        has no department keys). The one check for fetched and synced records."""
         keys = self.spec.department_keys
         if not keys:
             return None

@@ -6,13 +6,14 @@ is stored when the record is fetched and handed back with it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from certstore.database import Database, insert_for
 from certstore.models import ADAPTER_ID_LENGTH, RECORD_TYPE_LENGTH, Base
+from domain.records import SourceRecord
 
 RecordIdentity = tuple[str, str, str]  # adapter id, record type, source record id
 
@@ -24,6 +25,39 @@ class RecordSignatureRow(Base):
     record_type: Mapped[str] = mapped_column(sa.String(RECORD_TYPE_LENGTH), primary_key=True)
     source_record_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
     signature: Mapped[str] = mapped_column(sa.Text)
+
+
+def replace_in(
+    session: Session,
+    adapter_id: str,
+    upserts: Sequence[SourceRecord],
+    deletions: Iterable[tuple[str, str]],
+) -> None:
+    """In a sync batch's transaction: the upserted records' signatures replace the stored
+    ones (an unsigned upsert and a deletion drop theirs, so no signature outlives the
+    content it signed)."""
+    gone = [(r.record_type, r.source_record_id) for r in upserts] + list(deletions)
+    if gone:
+        session.execute(
+            sa.delete(RecordSignatureRow).where(
+                RecordSignatureRow.adapter_id == adapter_id,
+                sa.tuple_(RecordSignatureRow.record_type, RecordSignatureRow.source_record_id).in_(
+                    gone
+                ),
+            )
+        )
+    rows = [
+        {
+            "adapter_id": adapter_id,
+            "record_type": r.record_type,
+            "source_record_id": r.source_record_id,
+            "signature": r.signature,
+        }
+        for r in upserts
+        if r.signature
+    ]
+    if rows:
+        session.execute(sa.insert(RecordSignatureRow), rows)
 
 
 class RecordSignatures:

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, aliased
 from certstore.database import Database, insert_for
 from certstore.field_cipher import FieldCipher
 from certstore.models import RecordRow, SyncCursorRow
+from certstore.record_signatures import replace_in
 from certstore.records import (
     ChangedRecords,
     prepare_records,
@@ -448,6 +449,8 @@ class SyncJobRepository:
             adapter_id = lease.job.adapter_id
             written = write_changed_records_in(session, adapter_id, prepared, cipher=self._cipher)
             withdrawn = withdraw_records_in(session, adapter_id, batch.deletions, now)
+            if batch.signed:
+                replace_in(session, adapter_id, batch.upserts, batch.deletions)
             if lease.job.mode is SyncMode.FULL:
                 _mark_seen(session, lease.job.job_id, _needing_marks(lease.job, written, now))
             _keep_dead_letters(session, lease.job, batch.dead_letters, now)

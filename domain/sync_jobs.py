@@ -175,6 +175,9 @@ class SyncBatch:
     dead_letters: tuple[DeadLetterDraft, ...] = ()
     # The source's estimate of the changes left from this batch on, when it gave one.
     remaining_estimate: int | None = None
+    # True when the adapter's department signs its records (it has department keys): the
+    # upserts' verified signatures (`SourceRecord.signature`) replace the stored ones.
+    signed: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -369,6 +370,7 @@ def sort_out(batch: ChangeBatch, adapter: Adapter, record_types: RecordTypes) ->
     latest: dict[_Identity, Change] = {}
     refused: dict[_Identity, DeadLetterDraft] = {}
     served = adapter.spec.serves
+    signed = bool(adapter.spec.department_keys)
     for change in batch.changes:
         identity = (change.record_type, change.source_record_id)
         if change.kind is ChangeKind.REJECTED:
@@ -382,6 +384,14 @@ def sort_out(batch: ChangeBatch, adapter: Adapter, record_types: RecordTypes) ->
         record = change.record
         if change.kind is ChangeKind.UPSERT:
             problem = _problem(record, served, record_types)
+            if problem is None and record is not None:
+                if signed:
+                    problem = adapter.signature_problem(record)
+                elif record.signature is not None:
+                    # Nobody can check it here: never keep a signature the hub did not verify.
+                    change = dataclasses.replace(
+                        change, record=dataclasses.replace(record, signature=None)
+                    )
             if problem is not None:
                 refused[identity] = DeadLetterDraft(
                     change.record_type,
@@ -408,6 +418,7 @@ def sort_out(batch: ChangeBatch, adapter: Adapter, record_types: RecordTypes) ->
         deletions=deletions,
         dead_letters=tuple(refused.values()),
         remaining_estimate=batch.total_estimate,
+        signed=signed,
     )
 
 
@@ -464,4 +475,5 @@ def _without_unhashable(batch: SyncBatch) -> SyncBatch:
         deletions=batch.deletions,
         dead_letters=tuple(refused),
         remaining_estimate=batch.remaining_estimate,
+        signed=batch.signed,
     )

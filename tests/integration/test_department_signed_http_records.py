@@ -17,11 +17,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from adapters.base import AdapterSpec
 from adapters.factory import build_from_spec
 from adapters.resilience import RetryPolicy
+from certstore.sync_jobs import SyncJobRepository
 from domain.subjects import KeyKind, normalize
 from exchange.generated import (
     common_pb2,
     exchange_pb2,
     exchange_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
     verification_pb2,
     verification_pb2_grpc,
 )
@@ -66,7 +69,9 @@ def signer(item: dict[str, Any]) -> str | None:
     return None
 
 
-def http_adapter(base_url: str, *, keys: bool, signature_field: str | None = None):  # type: ignore[no-untyped-def]
+def http_adapter(  # type: ignore[no-untyped-def]
+    base_url: str, *, keys: bool, signature_field: str | None = None, changes: bool = False
+):
     mapping: dict[str, Any] = {
         "record_type": RESIDENT,
         "key_kind": "ID_CARD",
@@ -96,6 +101,18 @@ def http_adapter(base_url: str, *, keys: bool, signature_field: str | None = Non
                 "auth_header": "X-Api-Token",
                 "auth_token": http_department.TOKEN,
                 "mappings": [mapping],
+                **(
+                    {
+                        "changes": {
+                            "path": "/api/v1/changes",
+                            "page_size_param": "limit",
+                            "next_cursor_path": "next",
+                            "has_more_path": "more",
+                        }
+                    }
+                    if changes
+                    else {}
+                ),
             },
             timeout=2.0,
             retry=RetryPolicy(attempts=1),
@@ -187,5 +204,39 @@ async def test_the_signature_field_is_configurable_per_mapping(start_hub):  # ty
             assert not [r for r in answer.records if r.provenance.adapter_id == "psb.http-signed"]
             reasons = {r.source_record_id: r.reason for r in answer.rejected}
             assert "no department signature" in reasons["R1"], reasons
+    finally:
+        department.stop()
+
+
+async def test_records_synced_from_an_http_department_keep_their_signature(start_hub):  # type: ignore[no-untyped-def]
+    department = http_department.HttpDepartment(signer=signer).start()
+    try:
+        adapter = http_adapter(department.base_url, keys=True, changes=True)
+        server = await start_hub([adapter])
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = sync_pb2_grpc.SyncServiceStub(channel)
+            started = await stub.Start(
+                sync_pb2.SyncServiceStartRequest(
+                    adapter_id="psb.http-signed", mode=sync_pb2.SYNC_MODE_FULL
+                )
+            )
+            request = sync_pb2.SyncServiceWatchRequest(job_id=started.job.job_id)
+            updates = [answer.job async for answer in stub.Watch(request, timeout=60)]
+        last = updates[-1]
+        assert last.state == sync_pb2.SYNC_JOB_STATE_SUCCEEDED, last
+        # R1 signed right is applied; R3 (another key), R4 (bad key), R5 (a deletion
+        # this mapping cannot read: no deleted_field) and R6 (unsigned) are not.
+        assert (last.progress.applied, last.progress.dead_lettered) == (1, 4), last.progress
+        signatures = server.hub.signatures
+        assert signatures is not None
+        kept = signatures.find([("psb.http-signed", RESIDENT, r) for r in ("R1", "R3", "R6")])
+        assert kept == {("psb.http-signed", RESIDENT, "R1"): signer(http_department.CHANGES[0])}
+        repository = SyncJobRepository(server.hub.database)
+        reasons = {
+            letter.source_record_id: letter.reason
+            for letter in repository.dead_letters("psb.http-signed")
+        }
+        assert "not a key of this department" in reasons["R3"], reasons
+        assert "no department signature" in reasons["R6"], reasons
     finally:
         department.stop()
