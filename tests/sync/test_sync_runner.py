@@ -342,3 +342,25 @@ async def test_records_are_sealed_at_rest_when_the_hub_encrypts_them(
 
     assert all(record.fields.get("$sealed") == "A256GCM" for record in stored.values())
     assert [record.fields for record in found] == [SOURCE[0].fields]
+
+
+async def test_a_cancel_from_another_connection_stops_the_job_within_two_batches(
+    database: Database, database_url: str
+) -> None:
+    # As from a hub node other than the one running the job: its own engine.
+    batch = 500
+    source = rows(20_000)
+    adapter = ScriptedAdapter(batches_of([upsert(row) for row in source], batch), pause=0.01)
+    repository, _, task, job_id = await start(database, adapter)
+    other = Database.from_url(database_url)
+    try:
+        await wait_for_progress(repository, job_id, 2 * batch)
+        flagged = await asyncio.to_thread(SyncJobRepository(other).request_cancel, job_id, now())
+        job = await task
+    finally:
+        other.dispose()
+
+    assert job.state is JobState.CANCELLED
+    # The batch being committed when the flag landed, then the boundary after it.
+    assert job.progress.records_seen <= flagged.progress.records_seen + 2 * batch
+    assert adapter_cursor(database, ADAPTER) == job.cursor
