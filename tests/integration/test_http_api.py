@@ -205,3 +205,30 @@ async def test_the_openapi_document_and_reference_page_are_served(api):
     page = await api.get("/docs")
     assert page.status_code == 200
     assert "POST /api/v1/lookup" in page.text
+
+
+async def test_registering_over_http_carries_department_keys(api):
+    spec = {
+        "adapterId": "county.population",
+        "department": "县公安局",
+        "departmentUscc": "11320100MB0000000J",
+        "kind": "ADAPTER_KIND_HTTP",
+        "serves": [{"recordType": "population.resident", "keyKinds": ["KEY_KIND_ID_CARD"]}],
+        "settings": {
+            "base_url": "http://127.0.0.1:9",
+            "fetch": {"path": "/r/{key}"},
+            "mappings": [
+                {
+                    "record_type": "population.resident",
+                    "key_kind": "ID_CARD",
+                    "key_field": "idNo",
+                    "id_field": "recordNo",
+                    "field_map": {"name": "xm"},
+                }
+            ],
+        },
+        "departmentKeys": [{"kty": "OKP", "crv": "Ed25519", "x": "not-a-key"}],
+    }
+    bad = await api.post("/adapters", json={"spec": spec})
+    assert bad.status_code == 400, bad.text
+    assert bad.json()["field"] == "spec.department_keys[0]"
