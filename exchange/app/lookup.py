@@ -24,6 +24,7 @@ from exchange.auth.policy import Caller, Grant
 from exchange.hub import Hub
 from exchange.receipts import ConsultedSource, ReturnedRecord, answer_view
 from exchange.routing import SourceOutcome, SourceResult
+from exchange.settings import RecordTypeSettings
 
 log = structlog.get_logger("tongban.exchange")
 
@@ -153,7 +154,10 @@ class LookupService:
             if stale:
                 outcome, detail = SourceOutcome.STALE_SERVED, f"served from the store: {detail}"
             for record in records:
-                fields = grant.minimize(record.record_type, record.fields)
+                fields = _in_declared_order(
+                    grant.minimize(record.record_type, record.fields),
+                    self.hub.settings.record_types.get(record.record_type),
+                )
                 fields_returned.setdefault(record.record_type, set()).update(fields)
                 if record.department_signature and set(fields) != set(record.fields):
                     # The department signed every field: its JWS would show (and its
@@ -389,3 +393,13 @@ def _withheld_detail(grant: Grant, wanted: Sequence[str]) -> dict[str, Any]:
 
 def _rejected(adapter_id: str, rejection: Rejection) -> RejectedRecord:
     return RejectedRecord(adapter_id, rejection.source_record_id, rejection.reason)
+
+
+def _in_declared_order(
+    fields: Mapping[str, Any], declared: RecordTypeSettings | None
+) -> dict[str, Any]:
+    """`fields` with the record type's declared fields first, in declaration order, then
+    any others in the order they came."""
+    order = [name for name in (declared.fields if declared else ()) if name in fields]
+    order += [name for name in fields if name not in set(order)]
+    return {name: fields[name] for name in order}

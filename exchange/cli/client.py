@@ -279,8 +279,11 @@ def print_lookup(response: exchange_pb2.LookupResponse, console: Console) -> Non
         # The record's own key first: a title is found by its certificate number, say.
         own = common_pb2.KeyKind.Name(record.subject.kind).removeprefix("KEY_KIND_")
         table.add_row(f"[dim]{own}[/]", record.subject.value)
-        for name, field_value in fields.items():
-            table.add_row(name, _readable(field_value))
+        # In the record type's declared order, as the hub gives it (a Struct has none).
+        order = [name for name in record.field_order if name in fields]
+        order += sorted(name for name in fields if name not in set(order))
+        for name in order:
+            table.add_row(name, _readable(fields[name]))
         console.print(table)
     if response.partial:
         console.print("[yellow]partial answer: not every source answered[/]")

@@ -27,17 +27,17 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tongban/v1/common.proto\x12\ntongban.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\nSubjectKey\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.tongban.v1.KeyKind\x12\r\n\x05value\x18\x02 \x01(\t\"*\n\x07Purpose\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xb2\x01\n\nProvenance\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x12\n\ndepartment\x18\x02 \x01(\t\x12\x18\n\x10source_record_id\x18\x03 \x01(\t\x12.\n\nfetched_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_hash\x18\x05 \x01(\t\x12\x1c\n\x14\x64\x65partment_signature\x18\x06 \x01(\t\"\xdc\x01\n\x06Record\x12\x13\n\x0brecord_type\x18\x01 \x01(\t\x12\'\n\x07subject\x18\x02 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x30\n\x10related_subjects\x18\x03 \x03(\x0b\x32\x16.tongban.v1.SubjectKey\x12\'\n\x06\x66ields\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\nprovenance\x18\x05 \x01(\x0b\x32\x16.tongban.v1.Provenance\x12\r\n\x05stale\x18\x06 \x01(\x08\"\xa0\x01\n\x0cSourceStatus\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12*\n\x07outcome\x18\x02 \x01(\x0e\x32\x19.tongban.v1.SourceOutcome\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x14\n\x0crecord_count\x18\x05 \x01(\x05\"N\n\x0eRejectedRecord\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x18\n\x10source_record_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xb9\x01\n\x07KeyKind\x12\x18\n\x14KEY_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10KEY_KIND_ID_CARD\x10\x01\x12\x11\n\rKEY_KIND_USCC\x10\x02\x12\x15\n\x11KEY_KIND_ORG_CODE\x10\x03\x12\x1d\n\x19KEY_KIND_REAL_ESTATE_CERT\x10\x04\x12\x1d\n\x19KEY_KIND_REAL_ESTATE_UNIT\x10\x05\x12\x16\n\x12KEY_KIND_LAND_CERT\x10\x06*\xf7\x01\n\rSourceOutcome\x12\x1e\n\x1aSOURCE_OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11SOURCE_OUTCOME_OK\x10\x01\x12\x1c\n\x18SOURCE_OUTCOME_NOT_FOUND\x10\x02\x12\x1a\n\x16SOURCE_OUTCOME_TIMEOUT\x10\x03\x12\x18\n\x14SOURCE_OUTCOME_ERROR\x10\x04\x12\x1f\n\x1bSOURCE_OUTCOME_CIRCUIT_OPEN\x10\x05\x12\x19\n\x15SOURCE_OUTCOME_DENIED\x10\x06\x12\x1f\n\x1bSOURCE_OUTCOME_STALE_SERVED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tongban/v1/common.proto\x12\ntongban.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\nSubjectKey\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.tongban.v1.KeyKind\x12\r\n\x05value\x18\x02 \x01(\t\"*\n\x07Purpose\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xb2\x01\n\nProvenance\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x12\n\ndepartment\x18\x02 \x01(\t\x12\x18\n\x10source_record_id\x18\x03 \x01(\t\x12.\n\nfetched_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_hash\x18\x05 \x01(\t\x12\x1c\n\x14\x64\x65partment_signature\x18\x06 \x01(\t\"\xf1\x01\n\x06Record\x12\x13\n\x0brecord_type\x18\x01 \x01(\t\x12\'\n\x07subject\x18\x02 \x01(\x0b\x32\x16.tongban.v1.SubjectKey\x12\x30\n\x10related_subjects\x18\x03 \x03(\x0b\x32\x16.tongban.v1.SubjectKey\x12\'\n\x06\x66ields\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\nprovenance\x18\x05 \x01(\x0b\x32\x16.tongban.v1.Provenance\x12\r\n\x05stale\x18\x06 \x01(\x08\x12\x13\n\x0b\x66ield_order\x18\x07 \x03(\t\"\xa0\x01\n\x0cSourceStatus\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12*\n\x07outcome\x18\x02 \x01(\x0e\x32\x19.tongban.v1.SourceOutcome\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x14\n\x0crecord_count\x18\x05 \x01(\x05\"N\n\x0eRejectedRecord\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x18\n\x10source_record_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xb9\x01\n\x07KeyKind\x12\x18\n\x14KEY_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10KEY_KIND_ID_CARD\x10\x01\x12\x11\n\rKEY_KIND_USCC\x10\x02\x12\x15\n\x11KEY_KIND_ORG_CODE\x10\x03\x12\x1d\n\x19KEY_KIND_REAL_ESTATE_CERT\x10\x04\x12\x1d\n\x19KEY_KIND_REAL_ESTATE_UNIT\x10\x05\x12\x16\n\x12KEY_KIND_LAND_CERT\x10\x06*\xf7\x01\n\rSourceOutcome\x12\x1e\n\x1aSOURCE_OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11SOURCE_OUTCOME_OK\x10\x01\x12\x1c\n\x18SOURCE_OUTCOME_NOT_FOUND\x10\x02\x12\x1a\n\x16SOURCE_OUTCOME_TIMEOUT\x10\x03\x12\x18\n\x14SOURCE_OUTCOME_ERROR\x10\x04\x12\x1f\n\x1bSOURCE_OUTCOME_CIRCUIT_OPEN\x10\x05\x12\x19\n\x15SOURCE_OUTCOME_DENIED\x10\x06\x12\x1f\n\x1bSOURCE_OUTCOME_STALE_SERVED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.generated.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KEYKIND']._serialized_start=890
-  _globals['_KEYKIND']._serialized_end=1075
-  _globals['_SOURCEOUTCOME']._serialized_start=1078
-  _globals['_SOURCEOUTCOME']._serialized_end=1325
+  _globals['_KEYKIND']._serialized_start=911
+  _globals['_KEYKIND']._serialized_end=1096
+  _globals['_SOURCEOUTCOME']._serialized_start=1099
+  _globals['_SOURCEOUTCOME']._serialized_end=1346
   _globals['_SUBJECTKEY']._serialized_start=134
   _globals['_SUBJECTKEY']._serialized_end=196
   _globals['_PURPOSE']._serialized_start=198
@@ -45,9 +45,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROVENANCE']._serialized_start=243
   _globals['_PROVENANCE']._serialized_end=421
   _globals['_RECORD']._serialized_start=424
-  _globals['_RECORD']._serialized_end=644
-  _globals['_SOURCESTATUS']._serialized_start=647
-  _globals['_SOURCESTATUS']._serialized_end=807
-  _globals['_REJECTEDRECORD']._serialized_start=809
-  _globals['_REJECTEDRECORD']._serialized_end=887
+  _globals['_RECORD']._serialized_end=665
+  _globals['_SOURCESTATUS']._serialized_start=668
+  _globals['_SOURCESTATUS']._serialized_end=828
+  _globals['_REJECTEDRECORD']._serialized_start=830
+  _globals['_REJECTEDRECORD']._serialized_end=908
 # @@protoc_insertion_point(module_scope)

@@ -217,6 +217,7 @@ class Record(_message.Message):
     FIELDS_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
     STALE_FIELD_NUMBER: _builtins.int
+    FIELD_ORDER_FIELD_NUMBER: _builtins.int
     record_type: _builtins.str
     """The declared record type, for example "population.resident"."""
     stale: _builtins.bool
@@ -235,6 +236,12 @@ class Record(_message.Message):
 
     @_builtins.property
     def provenance(self) -> Global___Provenance: ...
+    @_builtins.property
+    def field_order(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The names in `fields` in the record type's declared order (undeclared ones after),
+        since a Struct keeps no order. Clients show the fields in this order.
+        """
+
     def __init__(
         self,
         *,
@@ -244,10 +251,11 @@ class Record(_message.Message):
         fields: _struct_pb2.Struct | None = ...,
         provenance: Global___Provenance | None = ...,
         stale: _builtins.bool = ...,
+        field_order: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "provenance", b"provenance", "subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "provenance", b"provenance", "record_type", b"record_type", "related_subjects", b"related_subjects", "stale", b"stale", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_order", b"field_order", "fields", b"fields", "provenance", b"provenance", "record_type", b"record_type", "related_subjects", b"related_subjects", "stale", b"stale", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -115,6 +115,7 @@ def record_to_proto(
 ) -> common_pb2.Record:
     """`record` as protobuf; `fields` (the caller's minimized view) replace its fields,
     and the content hash then covers those fields only (`StoredRecord.disclosed`)."""
+    order = list(record.fields if fields is None else fields)
     if fields is not None:
         record = record.disclosed(fields)
     return common_pb2.Record(
@@ -131,6 +132,7 @@ def record_to_proto(
             department_signature=record.department_signature or "",
         ),
         stale=stale,
+        field_order=order,
     )
 
 
