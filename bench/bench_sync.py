@@ -52,7 +52,7 @@ from exchange.sync.runner import SyncRunner
 
 RATE_ROWS = 100_000
 RSS_ROWS = 1_000_000
-RSS_CEILING_MB = 300.0
+RSS_CEILING_MB = 150.0  # issue 15: a 1,000,000-row sync stays under 150 MB
 RAW_BATCH = 1_000
 ADAPTER_ID = "hrss.enrolment"
 RECORD_TYPE = "social_security.enrolment"

@@ -12,10 +12,8 @@ from the hub's client CA (`api_ssl_context`).
 from __future__ import annotations
 
 import json
-import re
 import ssl
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +29,7 @@ from exchange.auth.gate import Gate
 from exchange.http import messages
 from exchange.http.openapi import openapi_document, reference_page
 from exchange.http.routes import PREFIX, ROUTES, Route
+from exchange.logs import REQUEST_ID_PATTERN, new_request_id
 from exchange.metrics import HTTP_LATENCY
 from exchange.settings import Settings
 from exchange.status import INTERNAL, PAYLOAD_TOO_LARGE, problem_for
@@ -40,7 +39,6 @@ log = structlog.get_logger("tongban.http")
 PROBLEM_TYPE: Final = "application/problem+json"
 NDJSON: Final = "application/x-ndjson"
 REQUEST_ID_HEADER: Final = "X-Request-Id"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 Handler = Callable[[Message, Any], Any]
 
@@ -70,7 +68,7 @@ def _plain_problem(
 
 def _request_id(request: web.Request) -> str:
     sent = request.headers.get(REQUEST_ID_HEADER, "")
-    return sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+    return sent if REQUEST_ID_PATTERN.match(sent) else new_request_id()
 
 
 def _transport_identity(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import grpc
 import pytest
@@ -195,6 +196,22 @@ async def test_request_id_is_echoed_in_trailing_metadata(hub_channel):
     response = await call
     assert response.request_id == "hall-42-abc"
     assert ("x-request-id", "hall-42-abc") in tuple(await call.trailing_metadata())
+
+
+@pytest.mark.parametrize("sent", [None, "has spaces", "x" * 65], ids=["none", "spaces", "too long"])
+async def test_a_call_without_a_usable_request_id_gets_a_fresh_one(hub_channel, sent):
+    stub = exchange_pb2_grpc.ExchangeServiceStub(hub_channel)
+    metadata = () if sent is None else (("x-request-id", sent),)
+    given = set()
+    for _ in range(3):
+        call = stub.Lookup(
+            lookup_request(common_pb2.KEY_KIND_ID_CARD, GB_EXAMPLE_ID), metadata=metadata
+        )
+        response = await call
+        assert re.fullmatch(r"[0-9a-f]{32}", response.request_id)
+        assert ("x-request-id", response.request_id) in tuple(await call.trailing_metadata())
+        given.add(response.request_id)
+    assert len(given) == 3
 
 
 class _Stalling(Adapter):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -60,6 +61,19 @@ async def test_lookup_answers_the_proto3_json_of_the_lookup_response(api):
     assert record["recordType"] == "population.resident"
     assert record["provenance"]["contentHash"]
     assert response.headers["X-Request-Id"] == body["requestId"]
+
+
+async def test_a_sent_request_id_is_kept_and_an_unusable_one_replaced(api):
+    lookup = {"subject": PERSON, "purpose": PURPOSE}
+    kept = await api.post("/lookup", json=lookup, headers={"X-Request-Id": "hall-7.a_b"})
+    assert kept.headers["X-Request-Id"] == kept.json()["requestId"] == "hall-7.a_b"
+    made = set()
+    for sent in ("has spaces", "x" * 65, "a/b"):
+        response = await api.post("/lookup", json=lookup, headers={"X-Request-Id": sent})
+        assert response.status_code == 200
+        assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"])
+        made.add(response.json()["requestId"])
+    assert len(made) == 3
 
 
 async def test_the_http_answer_carries_a_receipt_the_hub_verifies(api):
