@@ -11,12 +11,18 @@ On a 2-core machine the load generator shares the cores with the hub, so no pinn
 is possible here; h2load runs one thread. The store is SQLite unless
 ``TONGBAN_TEST_DATABASE_URL`` names a PostgreSQL server (then a fresh schema there):
 the hub's writes (audit, records) from two processes meet at the store.
+
+Each figure also says how many cores the hub and h2load kept busy: one worker already
+uses more than one core (gRPC's own threads, the audit and record-writer threads), so
+on 2 shared cores the headroom for a second worker is what is left of the machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -107,24 +113,50 @@ class _Serve:
                 return
         raise RuntimeError("tongban serve did not start serving")
 
+    def cpu_seconds(self) -> float:
+        """CPU time the hub has used so far: the serving process and its workers."""
+        pids = [self.process.pid]
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        with contextlib.suppress(OSError):
+            pids += [int(pid) for pid in children.read_text().split()]
+        ticks = 0
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                # utime and stime: fields 14 and 15, counted after the parenthesized name.
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=90)
 
 
-def _h2load(port: int, path: str, body: Path) -> float:
-    """Successful calls per second over SECONDS (after a 1 s warm-up)."""
+def _h2load(serve: _Serve, path: str, body: Path) -> tuple[float, float, float]:
+    """Successful calls per second over SECONDS (after a 1 s warm-up), and the cores the
+    hub and h2load kept busy meanwhile (CPU seconds over wall seconds)."""
+    hub_before, load_before = serve.cpu_seconds(), _children_cpu_seconds()
+    started = time.monotonic()
     answer = subprocess.run(
         ["h2load", "-t", "1", "-c", str(CLIENTS), "-m", str(STREAMS), "-D", str(SECONDS),
          "--warm-up-time", "1", "-d", str(body), "-H", "content-type: application/grpc",
-         "-H", "te: trailers", f"http://127.0.0.1:{port}{path}"],
+         "-H", "te: trailers", f"http://127.0.0.1:{serve.port}{path}"],
         capture_output=True,
         text=True,
         check=True,
     )  # fmt: skip
+    wall = time.monotonic() - started
+    hub_cores = (serve.cpu_seconds() - hub_before) / wall
+    load_cores = (_children_cpu_seconds() - load_before) / wall
     done = re.search(r"requests: .* (\d+) succeeded", answer.stdout)
     assert done, answer.stdout
-    return int(done.group(1)) / SECONDS
+    return int(done.group(1)) / SECONDS, hub_cores, load_cores
+
+
+def _children_cpu_seconds() -> float:
+    """CPU time of this process's waited-for children (the h2load runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> list[Ratio]:
@@ -147,23 +179,27 @@ def main() -> list[Ratio]:
                 bodies[name] = folder / f"{name.replace(' ', '-')}.body"
                 bodies[name].write_bytes(_grpc_frame(message))
             for number in range(ROUNDS):
-                rates: dict[int, dict[str, float]] = {}
+                rates: dict[int, dict[str, tuple[float, float, float]]] = {}
                 for workers in (1, 2):
                     url = schemas.fresh() if schemas else None
                     serve = _Serve(folder / f"round-{number}-w{workers}", workers, url)
                     try:
                         rates[workers] = {
-                            name: _h2load(serve.port, path, bodies[name])
+                            name: _h2load(serve, path, bodies[name])
                             for name, (path, _) in CALLS.items()
                         }
                     finally:
                         serve.stop()
                 for name in CALLS:
-                    one, two = rates[1][name], rates[2][name]
+                    (one, one_hub, one_load), (two, two_hub, two_load) = (
+                        rates[1][name],
+                        rates[2][name],
+                    )
                     rounds[name].append((two, one))
                     print(
                         f"round {number + 1}: {name}: 1 worker {one:,.0f}/s, 2 workers "
-                        f"{two:,.0f}/s ({two / one:.2f}x)"
+                        f"{two:,.0f}/s ({two / one:.2f}x); cores busy: hub {one_hub:.2f} vs "
+                        f"{two_hub:.2f}, h2load {one_load:.2f} vs {two_load:.2f}"
                     )
     finally:
         if schemas:
