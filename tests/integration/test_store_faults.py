@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from certstore.database import create_engine_for
 from exchange.generated import (
     certificates_pb2,
     certificates_pb2_grpc,
@@ -80,12 +81,15 @@ class OwnDatabase:
 
 @pytest.fixture
 def own_database() -> Iterator[OwnDatabase]:
-    base = sa.make_url(os.environ["TONGBAN_TEST_DATABASE_URL"])
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    # The store's own engine factory, as conftest's: postgresql:// becomes psycopg 3, and
+    # the hub's URL below is derived from it.
+    admin = create_engine_for(os.environ["TONGBAN_TEST_DATABASE_URL"]).execution_options(
+        isolation_level="AUTOCOMMIT"
+    )
     name = f"tongban_fault_{uuid.uuid4().hex[:12]}"
     with admin.connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = base.set(database=name).render_as_string(hide_password=False)
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
     try:
         yield OwnDatabase(admin, name, url)
     finally:
