@@ -484,6 +484,7 @@ def write_changed_records_in(
                 for item in to_write
                 for key in item.filing_keys
             ],
+            staged=len(to_write) >= _COPY_FROM_ROWS,
         )
     return ChangedRecords(record_ids, tuple(item.identity for item in to_write), unchanged)
 
@@ -502,6 +503,8 @@ def withdraw_records_in(
             converts it to `StoreError`.
     """
     withdrawn_at = _utc("withdrawn_at", withdrawn_at)
+    if not identities:
+        return 0
     connection = session.connection()
     count = 0
     with _custom_plans(connection):
@@ -521,12 +524,24 @@ def withdraw_records_in(
     return count
 
 
-def _insert_keys(connection: sa.Connection, rows: list[tuple[int, str, str]]) -> None:
-    """Insert record keys with one driver executemany (see `_upsert_returning_ids`)."""
+def _insert_keys(
+    connection: sa.Connection, rows: list[tuple[int, str, str]], *, staged: bool = False
+) -> None:
+    """Insert record keys with one driver executemany, or on PostgreSQL, from
+    `_COPY_FROM_ROWS` rows on, with COPY into a staging table and one INSERT … SELECT
+    (see `_upsert_returning_ids`). `staged`: this transaction made the staging tables."""
     writer = _bulk_upsert_for(connection.dialect)
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.executemany(writer.keys_sql, writer.key_parameters(rows))
+        if writer.copies and len(rows) >= _COPY_FROM_ROWS:
+            if not staged:
+                cursor.execute(_STAGES_SQL)
+            with cursor.copy(_KEYS_COPY_SQL) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(_KEYS_FROM_STAGE_SQL)
+        else:
+            cursor.executemany(writer.keys_sql, writer.key_parameters(rows))
     except connection.dialect.loaded_dbapi.Error as exc:
         raise sa.exc.DBAPIError.instance(
             "bulk insert of record keys", None, exc, connection.dialect.loaded_dbapi.Error
@@ -550,14 +565,24 @@ def _upsert_returning_ids(
     The statement is SQLAlchemy's dialect upsert, compiled once per dialect and shape;
     values go through the columns' own bind processors, so they are stored exactly as
     an ORM write would store them. Only the per-row parameter handling is left to the
-    driver: SQLite runs multi-row ``VALUES`` with ``RETURNING``, psycopg an executemany
-    that returns each row's id (pipelined).
+    driver: SQLite runs multi-row ``VALUES`` with ``RETURNING``. PostgreSQL, from
+    `_COPY_FROM_ROWS` rows on, COPYs them into a session-private staging table and
+    moves them with one ``INSERT … SELECT … ON CONFLICT``; fewer rows (a lookup's) go
+    by an executemany that returns each row's id (pipelined).
     """
     writer = _bulk_upsert_for(connection.dialect)
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     found: dict[_Identity, int] = {}
     try:
-        if writer.rows_per_statement > 1:
+        if writer.copies and len(rows) >= _COPY_FROM_ROWS:
+            cursor.execute(_STAGES_SQL)
+            with cursor.copy(_RECORDS_COPY_SQL) as copy:
+                for values in writer.processed(rows):
+                    copy.write_row(values)
+            cursor.execute(_RECORDS_FROM_STAGE_SQL)
+            for record_id, record_type, source_record_id in cursor.fetchall():
+                found[(record_type, source_record_id)] = record_id
+        elif writer.rows_per_statement > 1:
             for chunk in _batches(rows, writer.rows_per_statement):
                 cursor.execute(writer.sql_for(len(chunk)), writer.flat_parameters(chunk))
                 for record_id, record_type, source_record_id in cursor.fetchall():
@@ -596,6 +621,39 @@ _RELATED_POSITION: Final = _UPSERT_COLUMNS.index("related_subjects")
 _SQLITE_ROWS_PER_STATEMENT: Final = 500
 """12 columns x 500 rows stays far below SQLite's 32,766 bound parameters."""
 
+# PostgreSQL bulk path: COPY into a temporary table, then one INSERT … SELECT. The
+# staging tables are the session's own (created on first use, emptied at commit and by
+# the statement that reads them), so concurrent writers never see each other's rows.
+# Rows go in identity order, the order every writer takes row locks in.
+_COPY_FROM_ROWS: Final = 64
+"""Below this many rows, COPY's extra round trips cost more than they save."""
+_RECORDS_STAGE: Final = "tongban_records_stage"
+_KEYS_STAGE: Final = "tongban_record_keys_stage"
+_COLUMN_LIST: Final = ", ".join(_UPSERT_COLUMNS)
+# Both in one round trip (no parameters: psycopg sends it as a simple query).
+_STAGES_SQL: Final = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_RECORDS_STAGE} ON COMMIT DELETE ROWS "
+    f"AS SELECT {_COLUMN_LIST} FROM records WITH NO DATA; "
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_KEYS_STAGE} ON COMMIT DELETE ROWS "
+    "AS SELECT record_id, kind, value FROM record_keys WITH NO DATA"
+)
+_RECORDS_COPY_SQL: Final = f"COPY {_RECORDS_STAGE} ({_COLUMN_LIST}) FROM STDIN"
+_RECORDS_FROM_STAGE_SQL: Final = (
+    f"WITH staged AS (DELETE FROM {_RECORDS_STAGE} RETURNING *) "
+    f"INSERT INTO records ({_COLUMN_LIST}) "
+    f"SELECT {_COLUMN_LIST} FROM staged ORDER BY record_type, source_record_id "
+    "ON CONFLICT (adapter_id, record_type, source_record_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in _UPDATED_COLUMNS)
+    + " RETURNING id, record_type, source_record_id"
+)
+_KEYS_COPY_SQL: Final = f"COPY {_KEYS_STAGE} (record_id, kind, value) FROM STDIN"
+_KEYS_FROM_STAGE_SQL: Final = (
+    f"WITH staged AS (DELETE FROM {_KEYS_STAGE} RETURNING *) "
+    "INSERT INTO record_keys (record_id, kind, value) "
+    "SELECT record_id, kind, value FROM staged ORDER BY record_id, kind, value "
+    "ON CONFLICT DO NOTHING"
+)
+
 
 class _BulkUpsert:
     """The records upsert compiled for one dialect, with the columns' bind processors."""
@@ -603,6 +661,7 @@ class _BulkUpsert:
     def __init__(self, dialect: sa.Dialect) -> None:
         self.dialect = dialect
         self.rows_per_statement = _SQLITE_ROWS_PER_STATEMENT if dialect.name == "sqlite" else 1
+        self.copies = dialect.name == "postgresql"
         table = _RECORDS_TABLE
         # (column position, processor, whether the processor maps None to None).
         self._processors: list[tuple[int, Callable[[Any], Any], bool]] = []
@@ -651,7 +710,8 @@ class _BulkUpsert:
                 order.append(int(row) * len(_UPSERT_COLUMNS) + columns[name])
         return compiled.string, order
 
-    def _processed(self, rows: list[dict[str, Any]]) -> Iterator[list[Any]]:
+    def processed(self, rows: list[dict[str, Any]]) -> Iterator[list[Any]]:
+        """Each row's values in `_UPSERT_COLUMNS` order, through the bind processors."""
         # A batch shares its fetch time: each distinct value is processed once.
         seen: dict[tuple[int, int], Any] = {}
         for row in rows:
@@ -676,14 +736,14 @@ class _BulkUpsert:
 
     def flat_parameters(self, rows: list[dict[str, Any]]) -> list[Any]:
         """Positional parameters of `sql_for(len(rows))`."""
-        flat = [value for values in self._processed(rows) for value in values]
+        flat = [value for values in self.processed(rows) for value in values]
         order = self._sql[len(rows)][1]
         return [flat[index] for index in order]
 
     def named_parameters(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Named parameters of `sql_for(1)`, one mapping per row."""
         names = [f"{name}__0" for name in _UPSERT_COLUMNS]
-        return [dict(zip(names, values, strict=True)) for values in self._processed(rows)]
+        return [dict(zip(names, values, strict=True)) for values in self.processed(rows)]
 
     def key_parameters(self, rows: list[tuple[int, str, str]]) -> list[Any]:
         """Parameters of `keys_sql` for (record id, kind, value) rows."""
@@ -728,9 +788,13 @@ def _stored_versions(
     is decoded for the common case of an identical record.
     """
     found: dict[_Identity, tuple[int, tuple[Any, ...]]] = {}
+    if not identities:
+        return found
+    # One array parameter holds any number of ids; SQLite binds each id on its own.
+    chunk_size = len(identities) if connection.dialect.name == "postgresql" else _IDENTITY_CHUNK
     with _custom_plans(connection):
         for record_type, source_ids in _by_record_type(identities):
-            for chunk in _batches(source_ids, _IDENTITY_CHUNK):
+            for chunk in _batches(source_ids, chunk_size):
                 rows = connection.execute(
                     sa.select(
                         RecordRow.source_record_id,
