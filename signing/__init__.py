@@ -30,6 +30,7 @@ from signing.jws import (
     TYP_TRUST_BUNDLE,
     CompactJWS,
     parse_compact,
+    parse_header,
     sign_compact,
     verify_compact,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "loads_object",
     "parse_certificate_id",
     "parse_compact",
+    "parse_header",
     "parse_qr_text",
     "qr_payload",
     "sign_compact",

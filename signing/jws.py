@@ -81,12 +81,7 @@ def parse_compact(token: str, *, typ: str) -> CompactJWS:
     if len(parts) != 3:
         raise MalformedToken(f"compact JWS has 3 parts separated by '.', not {len(parts)}")
     encoded_header, encoded_payload, encoded_signature = parts
-    if len(encoded_header) > MAX_HEADER_CHARS:
-        raise MalformedToken(f"header is longer than {MAX_HEADER_CHARS} characters")
-    header, alg, kid = _parse_header(encoded_header)
-    found_typ = header.get("typ")
-    if found_typ != typ:
-        raise MalformedToken(f"header: typ {found_typ!r} is not {typ!r}")
+    header, alg, kid = _checked_header(encoded_header, typ)
     signature = _decode(encoded_signature, "signature")
     if len(signature) != _SIGNATURE_BYTES:
         raise MalformedToken(f"signature is {len(signature)} bytes, not {_SIGNATURE_BYTES}")
@@ -100,6 +95,34 @@ def parse_compact(token: str, *, typ: str) -> CompactJWS:
         kid=kid,
         typ=typ,
     )
+
+
+def parse_header(token: str, *, typ: str) -> tuple[Algorithm, str]:
+    """The `alg` and `kid` a compact JWS's header names, checked as `parse_compact`
+    checks them; the payload and the signature are not decoded.
+
+    Raises:
+        MalformedToken: `token` is not text, or its header breaks a rule of `parse_compact`.
+    """
+    if type(token) is not str:
+        raise MalformedToken("token must be text")
+    encoded_header, dot, _ = token.partition(".")
+    if not dot:
+        raise MalformedToken("compact JWS has 3 parts separated by '.', not 1")
+    _, alg, kid = _checked_header(encoded_header, typ)
+    return alg, kid
+
+
+def _checked_header(
+    encoded_header: str, typ: str
+) -> tuple[Mapping[str, JSONValue], Algorithm, str]:
+    if len(encoded_header) > MAX_HEADER_CHARS:
+        raise MalformedToken(f"header is longer than {MAX_HEADER_CHARS} characters")
+    header, alg, kid = _parse_header(encoded_header)
+    found_typ = header.get("typ")
+    if found_typ != typ:
+        raise MalformedToken(f"header: typ {found_typ!r} is not {typ!r}")
+    return header, alg, kid
 
 
 # An issuer key's tokens all share one header, so the parse is memoized (pure function).

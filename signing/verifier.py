@@ -21,7 +21,7 @@ from typing import ClassVar, Protocol
 from domain.errors import InvalidRequest, TongbanError, VerificationError
 from signing.certificate import Certificate
 from signing.errors import SignatureInvalid
-from signing.jws import TYP_CERTIFICATE, CompactJWS, parse_compact
+from signing.jws import TYP_CERTIFICATE, CompactJWS, parse_compact, parse_header
 from signing.status_list import StatusList
 from signing.timestamps import format_rfc3339, to_utc_second, utc_now
 from signing.trust import TrustBundle
@@ -117,8 +117,8 @@ class DualVerdict:
 def suite_result(token: str, verdict: Verdict) -> SuiteResult:
     """The `SuiteResult` of `verdict`, the verdict of `token`."""
     try:
-        header = parse_compact(token, typ=TYP_CERTIFICATE)
-        alg, suite, kid = header.alg.value, header.alg.suite, header.kid
+        algorithm, kid = parse_header(token, typ=TYP_CERTIFICATE)
+        alg, suite = algorithm.value, algorithm.suite
     except TongbanError:
         alg, suite, kid = "unknown", "unknown", ""
     return SuiteResult(alg, suite, kid, verdict.valid, verdict.reasons)

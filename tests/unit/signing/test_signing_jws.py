@@ -15,6 +15,7 @@ from signing import (
     SignatureInvalid,
     SoftwareSigningKey,
     parse_compact,
+    parse_header,
     sign_compact,
     verify_compact,
 )
@@ -98,6 +99,46 @@ GOOD_HEADER = {"alg": "EdDSA", "kid": "k1", "typ": TYP_CERTIFICATE}
 def test_strict_parse_refuses(token: str, message: str) -> None:
     with pytest.raises(MalformedToken, match=message):
         parse_compact(token, typ=TYP_CERTIFICATE)
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        pytest.param(_token({**GOOD_HEADER, "alg": "none"}), "alg 'none'", id="alg-none"),
+        pytest.param(_token({**GOOD_HEADER, "typ": "JWT"}), "typ 'JWT'", id="typ-jwt"),
+        pytest.param(_token({**GOOD_HEADER, "crit": []}), "crit", id="crit"),
+        pytest.param(_token({"alg": "EdDSA", "typ": TYP_CERTIFICATE}), "'kid'", id="no-kid"),
+        pytest.param(_token(b"not json"), "header: not JSON", id="header-not-json"),
+        pytest.param(
+            _token({**GOOD_HEADER, "x": "a" * 1000}), "header is longer", id="huge-header"
+        ),
+        pytest.param("ä." + _token(GOOD_HEADER).split(".", 1)[1], "alphabet", id="non-ascii"),
+        pytest.param("", "3 parts", id="empty"),
+    ],
+)
+def test_the_header_alone_is_held_to_the_same_rules(token: str, message: str) -> None:
+    with pytest.raises(MalformedToken, match=message):
+        parse_header(token, typ=TYP_CERTIFICATE)
+    with pytest.raises(MalformedToken, match=message):
+        parse_compact(token, typ=TYP_CERTIFICATE)
+
+
+def test_the_header_alone_names_alg_and_kid_whatever_follows_it(
+    any_issuer_key: SoftwareSigningKey,
+) -> None:
+    token = sign_compact(PAYLOAD, any_issuer_key, typ=TYP_CERTIFICATE)
+    header = token.split(".")[0]
+
+    assert parse_header(token, typ=TYP_CERTIFICATE) == (any_issuer_key.alg, any_issuer_key.kid)
+    # Only the header is read: a mangled payload or signature is parse_compact's to refuse.
+    mangled = f"{header}.not base64!.x"
+    assert parse_header(mangled, typ=TYP_CERTIFICATE) == (any_issuer_key.alg, any_issuer_key.kid)
+    with pytest.raises(MalformedToken):
+        parse_compact(mangled, typ=TYP_CERTIFICATE)
+    with pytest.raises(MalformedToken, match="typ"):
+        parse_header(token, typ=TYP_TRUST_BUNDLE)
+    with pytest.raises(MalformedToken, match="text"):
+        parse_header(b"a.b.c", typ=TYP_CERTIFICATE)  # type: ignore[arg-type]
 
 
 def test_parse_refuses_non_text() -> None:
