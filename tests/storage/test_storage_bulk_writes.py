@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from certstore.database import Database
+from certstore.field_cipher import FieldCipher
 from certstore.models import RecordKeyRow, RecordRow
 from certstore.records import (
     ChangedRecords,
@@ -90,12 +91,46 @@ def test_a_batch_is_stored_whole_and_every_record_gets_its_id(
 
 
 def test_small_and_large_batches_store_the_same_rows(database: Database) -> None:
-    small = [deed(n) for n in range(SMALL)]
-    large = [deed(n) for n in range(SMALL, SMALL + LARGE)]
-    write(database, small, T0)
-    write(database, large, T0)
+    records = [deed(n) for n in range(LARGE)]
+    # The same records for two adapters: one batch for "bulk", batches of 5 for "rows".
+    with database.transaction() as session:
+        write_changed_records_in(
+            session, "bulk", prepare_records("bulk", "自然资源局", records, T0)
+        )
+    for start in range(0, LARGE, SMALL):
+        chunk = records[start : start + SMALL]
+        with database.transaction() as session:
+            write_changed_records_in(
+                session, "rows", prepare_records("rows", "自然资源局", chunk, T0)
+            )
 
+    stored = {
+        adapter_id: {
+            source_id: (tuple(rest), keys)
+            for source_id, rest, keys in rows_of(database, adapter_id)
+        }
+        for adapter_id in ("bulk", "rows")
+    }
+    assert len(stored["bulk"]) == LARGE
+    assert stored["bulk"] == stored["rows"]
+    columns, keys = stored["bulk"]["RE-00001"]
+    assert columns[4] == records[1].fields  # the fields column, text escapes and all
+    assert keys == {
+        ("ID_CARD", PERSON.value),
+        ("USCC", COMPANY.value),
+        ("ORG_CODE", COMPANY_ORG_CODE.value),
+    }
+
+
+def rows_of(
+    database: Database, adapter_id: str
+) -> list[tuple[str, list[object], set[tuple[str, str]]]]:
+    """(source record id, every stored column but id and adapter, its keys) per record."""
     columns = (
+        RecordRow.department,
+        RecordRow.record_type,
+        RecordRow.subject_kind,
+        RecordRow.subject_value,
         RecordRow.fields,
         RecordRow.related_subjects,
         RecordRow.content_hash,
@@ -104,21 +139,19 @@ def test_small_and_large_batches_store_the_same_rows(database: Database) -> None
         RecordRow.withdrawn_at,
     )
     with database.transaction(readonly=True) as session:
-        rows = {
-            source_id: tuple(rest)
-            for source_id, *rest in session.execute(sa.select(RecordRow.source_record_id, *columns))
-        }
-    # A record written alone and the same record written in bulk: same stored row.
-    twin = prepare_records("land", "自然资源局", [deed(0)], T0)[0].row
-    for number in (0, SMALL):  # first of the small batch, first of the large one
-        fields, related, digest, fetched_at, updated_at, withdrawn_at = rows[f"RE-{number:05d}"]
-        assert fields == deed(number).fields
-        assert related == ([{"kind": "USCC", "value": COMPANY.value}] if number % 2 else [])
-        assert digest.startswith("sha256:")
-        assert fetched_at == T0
-        assert updated_at == deed(number).updated_at
-        assert withdrawn_at is None
-    assert rows["RE-00000"][2] == twin["content_hash"]
+        found = []
+        for record_id, source_id, *rest in session.execute(
+            sa.select(RecordRow.id, RecordRow.source_record_id, *columns).where(
+                RecordRow.adapter_id == adapter_id
+            )
+        ):
+            keys = session.execute(
+                sa.select(RecordKeyRow.kind, RecordKeyRow.value).where(
+                    RecordKeyRow.record_id == record_id
+                )
+            )
+            found.append((source_id, rest, {(kind, value) for kind, value in keys}))
+        return found
 
 
 @pytest.mark.parametrize("count", [SMALL, LARGE])
@@ -184,3 +217,22 @@ def test_a_bulk_write_rolled_back_leaves_nothing_for_the_next_one(database: Data
 
     assert set(written.record_ids) == {("real_estate_right", r.source_record_id) for r in other}
     assert written.record_ids == stored_ids(database)
+
+
+@pytest.mark.parametrize("count", [SMALL, LARGE])
+def test_sealed_fields_are_written_sealed_either_way(database: Database, count: int) -> None:
+    cipher = FieldCipher({"k1": b"\x07" * 32}, "k1")
+    records = [deed(n) for n in range(count)]
+    prepared = prepare_records("land", "自然资源局", records, T0)
+
+    with database.transaction() as session:
+        write_changed_records_in(session, "land", prepared, cipher=cipher)
+
+    with database.transaction(readonly=True) as session:
+        at_rest = list(session.scalars(sa.select(RecordRow.fields)))
+    assert len(at_rest) == count
+    assert all(fields.get("$sealed") == "A256GCM" for fields in at_rest)
+    found = by_id(RecordRepository(database, cipher).find(PERSON))
+    assert {key: record.fields for key, record in found.items()} == {
+        record.source_record_id: record.fields for record in records
+    }
