@@ -484,7 +484,8 @@ def write_changed_records_in(
                 for item in to_write
                 for key in item.filing_keys
             ],
-            staged=len(to_write) >= _COPY_FROM_ROWS,
+            # The records' COPY made the staging tables in this transaction already.
+            staged=_bulk_upsert_for(connection.dialect).copies(len(to_write)),
         )
     return ChangedRecords(record_ids, tuple(item.identity for item in to_write), unchanged)
 
@@ -533,7 +534,7 @@ def _insert_keys(
     writer = _bulk_upsert_for(connection.dialect)
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        if writer.copies and len(rows) >= _COPY_FROM_ROWS:
+        if writer.copies(len(rows)):
             if not staged:
                 cursor.execute(_STAGES_SQL)
             with cursor.copy(_KEYS_COPY_SQL) as copy:
@@ -574,7 +575,7 @@ def _upsert_returning_ids(
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     found: dict[_Identity, int] = {}
     try:
-        if writer.copies and len(rows) >= _COPY_FROM_ROWS:
+        if writer.copies(len(rows)):
             cursor.execute(_STAGES_SQL)
             with cursor.copy(_RECORDS_COPY_SQL) as copy:
                 for values in writer.processed(rows):
@@ -661,7 +662,7 @@ class _BulkUpsert:
     def __init__(self, dialect: sa.Dialect) -> None:
         self.dialect = dialect
         self.rows_per_statement = _SQLITE_ROWS_PER_STATEMENT if dialect.name == "sqlite" else 1
-        self.copies = dialect.name == "postgresql"
+        self._copies = dialect.name == "postgresql"
         table = _RECORDS_TABLE
         # (column position, processor, whether the processor maps None to None).
         self._processors: list[tuple[int, Callable[[Any], Any], bool]] = []
@@ -680,6 +681,10 @@ class _BulkUpsert:
         )
         self.keys_sql = compiled_keys.string
         self.keys_named = compiled_keys.positiontup is None
+
+    def copies(self, rows: int) -> bool:
+        """Whether `rows` rows go by COPY and a staging table (PostgreSQL, enough rows)."""
+        return self._copies and rows >= _COPY_FROM_ROWS
 
     def sql_for(self, rows: int) -> str:
         if rows not in self._sql:
