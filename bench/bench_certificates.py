@@ -203,10 +203,10 @@ class _StreamEcho:
         folder.mkdir(parents=True, exist_ok=True)
         lookup.write_bytes(b"")
         stream.write_bytes(answer.SerializeToString())
-        self.address = f"127.0.0.1:{_free_port()}"
+        port = _free_port()
+        self.address = f"127.0.0.1:{port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.echo_server", str(lookup), self.address.split(":")[1],
-             str(stream)],
+            [sys.executable, "-m", "bench.echo_server", str(lookup), str(port), str(stream)],
             cwd=ROOT,
         )  # fmt: skip
         with grpc.insecure_channel(self.address) as channel:

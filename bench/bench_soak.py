@@ -23,7 +23,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.harness import Ratio
+from bench.harness import Ratio, status_kib
 from exchange.generated import common_pb2, exchange_pb2, exchange_pb2_grpc
 
 CLIENTS = 50
@@ -77,10 +77,7 @@ def serve(folder: Path, cert: Path, key: Path) -> None:
 
 
 def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    return status_kib("VmRSS", pid) or 0
 
 
 async def _soak(port: int, pid: int, ca: Path, client: tuple[Path, Path]) -> list[Ratio]:

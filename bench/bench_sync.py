@@ -40,7 +40,7 @@ import sqlalchemy as sa
 
 from adapters.base import Adapter, AdapterSpec
 from adapters.factory import build_from_spec
-from bench.harness import Ratio
+from bench.harness import Ratio, status_kib
 from certstore import migrate
 from certstore.database import Database
 from certstore.sync_jobs import SyncJobRepository
@@ -303,14 +303,8 @@ def _own_peak_kb() -> int:
     started by a large parent (a whole `make bench` run) would report the parent's
     peak. The high-water mark of the current address space (`VmHWM`) is the child's.
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    own = status_kib("VmHWM")
+    return own if own is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def peak_rss(folder: Path) -> tuple[float, int, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,19 @@ class Ratio:
     @property
     def met(self) -> bool:
         return self.value >= self.target if self.higher_is_better else self.value <= self.target
+
+
+def status_kib(field: str, pid: int | str = "self") -> int | None:
+    """A memory figure of `/proc/<pid>/status` in KiB (``VmRSS``, ``VmHWM``), or None
+    where there is no such file or field (not Linux)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return None
 
 
 def rate(fn: Callable[[], object], *, seconds: float = 2.0, min_calls: int = 50) -> float:
